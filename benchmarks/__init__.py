@@ -1,0 +1,1 @@
+"""hemalite.benchmarks"""

@@ -1,0 +1,49 @@
+"""The `hemalite` command group. Each stage's subcommand is imported only when it runs,
+so `hemalite --help` and the edge commands never pay for importing TensorFlow."""
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from hemalite import DISCLAIMER, __version__
+
+SUBCOMMANDS = {
+    "train": ("hemalite.train.cli", "train_command", "Train a classifier on a class-folder dataset."),
+    "convert": ("hemalite.convert.cli", "convert_command", "Convert a trained run to .tflite variants."),
+    "bench": ("hemalite.benchmarks.cli", "bench_command", "Benchmark models: size, latency, accuracy."),
+    "report": ("hemalite.benchmarks.cli", "report_group", "Work with benchmark reports (merge)."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands live in other modules, imported on use."""
+
+    def list_commands(self, ctx):
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in SUBCOMMANDS:
+            return None
+        module, attr, _ = SUBCOMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):  # short help without importing every stage
+        rows = [(name, SUBCOMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(message)s")
+
+
+@click.group(cls=LazyGroup, epilog=DISCLAIMER)
+@click.version_option(__version__, prog_name="hemalite")
+def main() -> None:
+    """hemalite: acute lymphoblastic leukaemia smear screening, from training to a Raspberry Pi.
+
+    Pipeline: train -> convert -> bench; on the device, `edge-classify` and `edge-bench`.
+    """

@@ -1,0 +1,110 @@
+"""The input contract every stage shares: how an image becomes a model input.
+
+Training, the representative dataset, the benchmarks and the edge runner all call
+`load_image` and `preprocess` from here, so the pixels a model sees on a Raspberry Pi are
+the pixels it was trained on. numpy + Pillow only: never TensorFlow.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Pillow refuses images above this many pixels (its decompression-bomb guard raises past 2x).
+Image.MAX_IMAGE_PIXELS = 64_000_000
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+# Keras MobileNetV2 scaling, applied by a Rescaling layer *inside* the model:
+# x / 127.5 - 1, written in TFLite metadata as (x - mean) / std.
+NORM_MEAN = 127.5
+NORM_STD = 127.5
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: RGB uint8 pixels of this size, resized with this filter."""
+
+    height: int = 224
+    width: int = 224
+    resample: str = "bilinear"  # part of the contract: training and edge must agree
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+
+_RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+class ImageError(ValueError):
+    """An input file that cannot be turned into an RGB image (one line, names the reason)."""
+
+
+def is_image_name(path: str | os.PathLike) -> bool:
+    """True when the file name has an image extension (case-insensitive)."""
+    return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow image (CMYK, L, LA, P, RGBA, I;16 ...) to 8-bit RGB.
+
+    Transparency is composited on white (slides are white where nothing is stained);
+    16-bit images are scaled down, not clipped.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, spec: InputSpec | None = None) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array (H, W, 3), honouring EXIF rotation.
+
+    With a spec, JPEG draft mode lets libjpeg decode at a reduced scale that is still at
+    least the model's size (a big saving on large photos, no change on small ones).
+    Raises ImageError with a one-line reason for anything that is not a readable image.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):  # a FIFO or a directory named like an image: never open it
+        reason = "broken symlink" if os.path.islink(path) and not os.path.exists(path) else (
+            "is a directory" if os.path.isdir(path) else "not a regular file")
+        raise ImageError(reason)
+    if os.path.getsize(path) == 0:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            if spec is not None and image.format == "JPEG":
+                image.draft("RGB", spec.size)
+            image.seek(0)  # animated images: the first frame
+            image = ImageOps.exif_transpose(image)
+            return np.asarray(to_rgb(image), dtype=np.uint8)
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"too large, refused as a decompression bomb ({err})") from None
+    except (OSError, SyntaxError, ValueError) as err:  # Pillow's errors for bad image data
+        raise ImageError(f"cannot decode image: {err}") from None
+
+
+def preprocess(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resize an RGB uint8 image to the model's input: (height, width, 3) uint8.
+
+    The only resize in hemalite. Scaling to [-1, 1] is inside the model, so this returns
+    raw pixels, exactly what a uint8 TFLite input or the Keras model takes.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    if rgb.shape[:2] == (spec.height, spec.width):
+        return rgb
+    resized = Image.fromarray(rgb).resize(spec.size, _RESAMPLE[spec.resample])
+    return np.asarray(resized, dtype=np.uint8)

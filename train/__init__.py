@@ -1,0 +1,1 @@
+"""hemalite.train: data loading, splits, model building and fitting (TensorFlow)."""

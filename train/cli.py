@@ -1,0 +1,69 @@
+"""`hemalite train`: click options map one to one onto TrainConfig."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hemalite.cli import setup_logging
+
+
+@click.command("train", epilog="A research and screening aid, not a diagnosis.")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory for the model, manifests, config and metrics.")
+@click.option("--arch", type=click.Choice(["mobilenetv2", "cnn"]), default="mobilenetv2",
+              show_default=True, help="MobileNetV2 transfer learning, or the paper's 3-conv baseline.")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="'imagenet' (Keras download), 'none', or a local .weights.h5 file.")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width.")
+@click.option("--image-size", type=int, default=224, show_default=True, help="Input side in pixels.")
+@click.option("--epochs", type=int, default=50, show_default=True,
+              help="Max epochs of the head phase (single phase without pretrained weights).")
+@click.option("--fine-tune-epochs", type=int, default=6, show_default=True,
+              help="Max epochs fine-tuning the top of the backbone (0 to skip).")
+@click.option("--fine-tune-from", default="block_13_expand", show_default=True,
+              help="First backbone layer to unfreeze in fine-tuning.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
+@click.option("--dropout", type=float, default=0.2, show_default=True)
+@click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience.")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--test-fraction", type=float, default=0.1, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--distribute", type=click.Choice(["none", "mirrored", "multiworker"]),
+              default="none", show_default=True,
+              help="tf.distribute: mirrored = all local GPUs (else CPUs), multiworker = TF_CONFIG.")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Rotation, flips, contrast and Gaussian noise while fine-tuning.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--verbose", is_flag=True, help="Log each step.")
+def train_command(data_dir, out, verbose, **options):
+    """Train on DATA_DIR, one sub-folder per class (labels = sorted folder names).
+
+    Writes to --out: model.keras, config.json, splits/{train,val,test}.csv, history.json,
+    metrics.json and confusion_matrix.png. Running the same command again after an
+    interruption resumes where it stopped.
+    """
+    setup_logging(verbose)
+    from hemalite.train.data import DatasetError
+    from hemalite.train.fit import TrainConfig, train
+
+    cfg = TrainConfig(data_dir=data_dir, out=out, **options)
+    try:
+        result = train(cfg)
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    split = result["split"]
+    click.echo(f"images: {split['images']} (train {split['train']}, val {split['val']}, "
+               f"test {split['test']}); duplicate groups kept together: "
+               f"{split['duplicate_groups']}; skipped: {len(split['skipped'])}")
+    for line in split["skipped"]:
+        click.echo(f"skipped: {line}", err=True)
+    if "test" in result:
+        t = result["test"]
+        click.echo(f"test accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}  "
+                   f"AUC-ROC {t['auc_ovr_macro'] or float('nan'):.4f}  ({t['n']} images)")
+    click.echo(f"wrote {out} in {result['seconds']:.0f} s")

@@ -1,0 +1,136 @@
+"""Class-folder datasets: scan, group duplicates, split, write manifests, load pixels.
+
+No TensorFlow here: these functions are plain Python + numpy so they are quick to test.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hemalite.contract import ImageError, InputSpec, is_image_name, load_image, preprocess
+from hemalite.files import atomic_path
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be trained on (one clear line for the user)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: str  # relative to the dataset root, '/'-separated
+    label: int
+    digest: str  # sha256 of the file bytes: byte-identical files share it
+
+
+def scan_dataset(root: str | os.PathLike) -> tuple[list[Sample], tuple[str, ...], list[str]]:
+    """List the images under root/<class>/ ; labels are the sorted class-folder names.
+
+    Returns (samples, labels, skipped) where skipped names each non-image file. Raises
+    DatasetError for a missing or empty folder, a class with no images, or a single class.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}")
+    labels = tuple(sorted(d.name for d in root.iterdir() if d.is_dir()
+                          and not d.name.startswith(".")))
+    if not labels:
+        raise DatasetError(f"{root} has no class sub-folders (expected {root}/<class>/<image>)")
+    if len(labels) < 2:
+        raise DatasetError(f"{root} has a single class ({labels[0]}): need at least two")
+    samples, skipped = [], []
+    for index, label in enumerate(labels):
+        found = 0
+        for dirpath, dirnames, filenames in os.walk(root / label):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath, name)
+                rel = full.relative_to(root).as_posix()
+                if not is_image_name(name) or not full.is_file():
+                    skipped.append(f"{rel}: not an image file")
+                    continue
+                samples.append(Sample(rel, index, hashlib.sha256(full.read_bytes()).hexdigest()))
+                found += 1
+        if not found:
+            raise DatasetError(f"class folder '{label}' has no images")
+    return samples, labels, skipped
+
+
+def split_dataset(samples: list[Sample], fractions=(0.8, 0.1, 0.1),
+                  seed: int = 42) -> tuple[dict[str, list[Sample]], int]:
+    """Stratified train/val/test split by class, keeping byte-identical files together.
+
+    Duplicates are grouped by digest and a group is assigned as a whole, so no image can
+    be trained on and tested on under another name. Returns (splits, duplicate_groups).
+    """
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[s.digest].append(s)
+    duplicate_groups = sum(1 for g in groups.values() if len(g) > 1)
+    by_class: dict[int, list[list[Sample]]] = defaultdict(list)
+    for digest in sorted(groups):
+        by_class[groups[digest][0].label].append(groups[digest])
+    rng = np.random.default_rng(seed)
+    splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
+    for label in sorted(by_class):
+        class_groups = by_class[label]
+        order = rng.permutation(len(class_groups))
+        total = sum(len(g) for g in class_groups)
+        targets = np.cumsum(fractions)[:-1] * total
+        count = 0
+        for i in order:
+            part = int(np.searchsorted(targets, count, side="right"))
+            splits[SPLITS[part]].extend(class_groups[i])
+            count += len(class_groups[i])
+    for name in SPLITS:
+        splits[name].sort(key=lambda s: s.path)
+    return splits, duplicate_groups
+
+
+def write_manifest(path: str | os.PathLike, samples: list[Sample], labels) -> None:
+    """CSV with path (relative to the dataset root), label name and sha256."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "sha256"])
+        for s in samples:
+            writer.writerow([s.path, labels[s.label], s.digest])
+
+
+def read_manifest(path: str | os.PathLike, labels) -> list[Sample]:
+    """Read a manifest written by write_manifest (labels give the class index)."""
+    index = {name: i for i, name in enumerate(labels)}
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    unknown = sorted({r["label"] for r in rows} - set(index))
+    if unknown:
+        raise DatasetError(f"{path}: labels {unknown} are not among {list(labels)}")
+    return [Sample(r["path"], index[r["label"]], r.get("sha256", "")) for r in rows]
+
+
+def load_pixels(root: str | os.PathLike, samples: list[Sample], spec: InputSpec,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode and preprocess every sample: (N, H, W, 3) uint8 pixels, labels, failures.
+
+    A file that cannot be decoded is named in `failures` and left out; the run goes on.
+    """
+    from tqdm import tqdm
+
+    images, labels, failures = [], [], []
+    for s in tqdm(samples, desc="loading images", unit="img", disable=not progress):
+        try:
+            images.append(preprocess(load_image(Path(root, s.path), spec), spec))
+            labels.append(s.label)
+        except ImageError as err:
+            failures.append(f"{s.path}: {err}")
+    if not images:
+        return np.zeros((0, spec.height, spec.width, 3), np.uint8), np.zeros(0, int), failures
+    return np.stack(images), np.asarray(labels, int), failures

@@ -1,0 +1,239 @@
+"""Training: one function, `train(config)`, from a class-folder dataset to a run directory.
+
+The recipe for MobileNetV2 with pretrained weights, shaped for a 2-core CPU:
+  1. the frozen backbone's pooled features are computed once (one pass over the images)
+     and the head is trained on them: Adam, up to `epochs` epochs, early stopping and
+     ReduceLROnPlateau on validation loss: seconds instead of an hour;
+  2. the top of the backbone (from `fine_tune_from`) is fine-tuned end to end on augmented
+     images at a lower rate, BatchNorm frozen, resumable after interruption.
+With `--weights none` or `--arch cnn` there is nothing to cache: one end-to-end phase.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hemalite import __version__
+from hemalite.contract import InputSpec
+from hemalite.files import atomic_path, write_json, write_text
+from hemalite.metrics import classification_metrics
+from hemalite.train import data
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: str
+    out: str
+    arch: str = "mobilenetv2"  # or "cnn"
+    weights: str = "imagenet"  # "imagenet" (Keras download), "none", or a .weights.h5 path
+    alpha: float = 1.0
+    image_size: int = 224
+    epochs: int = 50  # head phase (or the single phase): early stopping ends it sooner
+    fine_tune_epochs: int = 6
+    fine_tune_from: str = "block_13_expand"
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    dropout: float = 0.2
+    patience: int = 5
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 42
+    distribute: str = "none"  # "mirrored" (all local GPUs, else CPUs) or "multiworker"
+    augment: bool = True
+    progress: bool = True
+
+    @property
+    def spec(self) -> InputSpec:
+        return InputSpec(self.image_size, self.image_size)
+
+
+def make_strategy(name: str):
+    """tf.distribute strategy for --distribute (None keeps the default strategy)."""
+    import tensorflow as tf
+
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":  # cluster from the TF_CONFIG environment variable
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown --distribute {name!r} (none, mirrored, multiworker)")
+
+
+def augmenter(seed: int):
+    """The paper's augmentation: rotation, flips, contrast, Gaussian noise (on 0-255 pixels)."""
+    import keras
+
+    return keras.Sequential([
+        keras.layers.Rescaling(1.0 / 255.0),  # GaussianNoise takes stddev in [0, 1]
+        keras.layers.RandomRotation(0.1, fill_mode="reflect", seed=seed),
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed + 1),
+        keras.layers.RandomContrast(0.2, value_range=(0, 1), seed=seed + 2),
+        keras.layers.GaussianNoise(0.015, seed=seed + 3),
+        keras.layers.Rescaling(255.0),
+    ], name="augment")
+
+
+def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int):
+    """tf.data over preprocessed uint8 images; augmentation runs here, not in the model."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+        ds = ds.map(lambda a, b: (tf.clip_by_value(augment(a, training=True), 0.0, 255.0), b),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """'Balanced' weights n / (k * n_c) so the smallest class (Benign) is not drowned out."""
+    counts = np.bincount(y, minlength=num_classes).astype(float)
+    return {c: float(len(y) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
+
+
+def _callbacks(cfg: TrainConfig, backup_dir: Path | None):
+    import keras
+
+    cbs = [keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience,
+                                         restore_best_weights=True),
+           keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3,
+                                             patience=max(1, cfg.patience // 2), min_lr=1e-6)]
+    if backup_dir is not None:  # resume a killed run where it stopped
+        cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
+    return cbs
+
+
+def _history(hist) -> dict:
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def save_keras(model, path: Path) -> None:
+    """Save a .keras file atomically."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def prepare_splits(cfg: TrainConfig, run: Path):
+    """Scan, split and write manifests (reusing existing ones on resume)."""
+    samples, labels, skipped = data.scan_dataset(cfg.data_dir)
+    fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+    splits, dup_groups = data.split_dataset(samples, fractions, cfg.seed)
+    for name in data.SPLITS:
+        data.write_manifest(run / "splits" / f"{name}.csv", splits[name], labels)
+    write_text(run / "labels.txt", "\n".join(labels) + "\n")
+    summary = {"images": len(samples), "skipped": skipped, "duplicate_groups": dup_groups,
+               **{name: len(splits[name]) for name in data.SPLITS}}
+    return splits, labels, summary
+
+
+def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
+    """Run the whole recipe; write model, config, manifests, history and metrics to cfg.out."""
+    import keras
+    import tensorflow as tf
+
+    from hemalite.train import model as models
+
+    start = time.time()
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    write_json(run / "config.json", {**dataclasses.asdict(cfg), "hemalite": __version__,
+                                     "tensorflow": tf.__version__, "keras": keras.__version__})
+    splits, labels, summary = prepare_splits(cfg, run)
+    log.info("split: %s", {k: v for k, v in summary.items() if k != "skipped"})
+    pixels = {}
+    for name in data.SPLITS:
+        x, y, failures = data.load_pixels(cfg.data_dir, splits[name], cfg.spec, cfg.progress)
+        summary["skipped"] += failures
+        pixels[name] = (x, y)
+    for line in summary["skipped"]:
+        log.warning("skipped %s", line)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (pixels[s] for s in data.SPLITS)
+    if len(x_va) == 0 or len(x_tr) == 0:
+        raise data.DatasetError("too few images to split into train and validation")
+    weights = class_weights(y_tr, len(labels))
+    verbose = 1 if cfg.progress else 0
+    history: dict = {}
+    strategy = make_strategy(cfg.distribute)
+    pretrained = cfg.arch == "mobilenetv2" and cfg.weights.lower() != "none"
+
+    with strategy.scope():
+        if cfg.arch == "cnn":
+            model, backbone, head = models.build_cnn(len(labels), cfg.image_size), None, None
+        elif cfg.arch == "mobilenetv2":
+            model, backbone, head = models.build_mobilenet(
+                len(labels), cfg.image_size, cfg.alpha, cfg.weights, cfg.dropout)
+        else:
+            raise ValueError(f"unknown --arch {cfg.arch!r} (mobilenetv2, cnn)")
+
+    if pretrained:
+        # Phase 1: the head on cached features of the frozen backbone.
+        head_path = run / "checkpoints" / "head.weights.h5"
+        models.freeze_batchnorm(backbone)
+        if head_path.exists():
+            head.load_weights(head_path)
+            log.info("resuming: head weights from %s", head_path)
+        else:
+            extractor = keras.Sequential([model.get_layer("scale"), backbone])
+            feats = {s: extractor.predict(pixels[s][0].astype("float32"),
+                                          batch_size=cfg.batch_size, verbose=verbose)
+                     for s in ("train", "val")}
+            with strategy.scope():
+                head.compile(keras.optimizers.Adam(cfg.learning_rate),
+                             "sparse_categorical_crossentropy", metrics=["accuracy"])
+            hist = head.fit(feats["train"], y_tr, validation_data=(feats["val"], y_va),
+                            epochs=cfg.epochs, batch_size=cfg.batch_size, class_weight=weights,
+                            callbacks=_callbacks(cfg, None), verbose=verbose)
+            history["head"] = _history(hist)
+            with atomic_path(head_path) as tmp:
+                head.save_weights(tmp)
+        # Phase 2: fine-tune the top of the backbone on augmented images.
+        models.set_fine_tuning(backbone, cfg.fine_tune_from)
+        epochs, lr = cfg.fine_tune_epochs, cfg.fine_tune_learning_rate
+    else:
+        epochs, lr = cfg.epochs, cfg.learning_rate
+
+    if epochs > 0:
+        with strategy.scope():
+            model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+        aug = augmenter(cfg.seed) if cfg.augment else None
+        train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.seed)
+        val_ds = image_dataset(x_va, y_va, cfg.batch_size, False, None, cfg.seed)
+        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
+                         callbacks=[*_callbacks(cfg, run / "checkpoints" / "backup"),
+                                    *extra_callbacks], verbose=verbose)
+        history["fine_tune" if pretrained else "train"] = _history(hist)
+
+    save_keras(model, run / "model.keras")
+    history_path = run / "history.json"
+    if history_path.exists():  # a resumed run keeps what the interrupted one recorded
+        previous = json.loads(history_path.read_text())
+        history = {**previous, **history}
+    write_json(history_path, history)
+    result = {"split": summary, "seconds": round(time.time() - start, 1)}
+    if len(x_te):
+        probs = model.predict(x_te.astype("float32"), batch_size=cfg.batch_size, verbose=0)
+        result["test"] = classification_metrics(y_te, probs, labels)
+        from hemalite.plots import plot_confusion
+        plot_confusion({"test split": np.asarray(result["test"]["confusion_matrix"])},
+                       labels, run / "confusion_matrix.png")
+    write_json(run / "metrics.json", result)
+    return result
+

@@ -1,0 +1,98 @@
+"""Model building: MobileNetV2 transfer learning and the paper's small baseline CNN.
+
+Every model takes raw 0-255 RGB pixels: the scaling is a Rescaling layer inside the model,
+so the exported .tflite needs no normalisation code on the device.
+"""
+from __future__ import annotations
+
+import os
+
+import keras
+
+from hemalite.contract import NORM_MEAN, NORM_STD
+
+BACKBONE = "mobilenetv2"
+
+
+def resolve_weights(weights: str) -> str | None:
+    """'imagenet' (Keras' own download), 'none', or a local .weights.h5 path."""
+    if weights.lower() == "none":
+        return None
+    if weights.lower() == "imagenet":
+        return "imagenet"
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    return weights
+
+
+def freeze_batchnorm(model: keras.Model) -> int:
+    """Keep every BatchNormalization layer in inference mode, for good; return how many.
+
+    With Keras 3.15, `base(x, training=False)` is not honoured once the outer model trains
+    (shared/weights/README.md); a non-trainable BatchNormalization layer is: Keras runs it
+    in inference mode and never updates its moving statistics.
+    """
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            count += 1
+    return count
+
+
+def build_backbone(image_size: int, alpha: float, weights: str) -> keras.Model:
+    """MobileNetV2 without its top, average-pooled, with ImageNet or local weights."""
+    resolved = resolve_weights(weights)
+    base = keras.applications.MobileNetV2(
+        input_shape=(image_size, image_size, 3), alpha=alpha, include_top=False,
+        weights="imagenet" if resolved == "imagenet" else None, pooling="avg")
+    if resolved not in (None, "imagenet"):
+        base.load_weights(resolved)
+    base.name = BACKBONE
+    return base
+
+
+def build_head(num_features: int, num_classes: int, dropout: float) -> keras.Model:
+    """Dropout + Dense softmax on pooled features (trained first on cached features)."""
+    features = keras.Input((num_features,), name="features")
+    x = keras.layers.Dropout(dropout, name="dropout")(features)
+    out = keras.layers.Dense(num_classes, activation="softmax", name="probability")(x)
+    return keras.Model(features, out, name="head")
+
+
+def build_mobilenet(num_classes: int, image_size: int = 224, alpha: float = 1.0,
+                    weights: str = "imagenet", dropout: float = 0.2
+                    ) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """Return (model, backbone, head): raw pixels -> Rescaling -> MobileNetV2 -> head."""
+    backbone = build_backbone(image_size, alpha, weights)
+    head = build_head(backbone.output_shape[-1], num_classes, dropout)
+    pixels = keras.Input((image_size, image_size, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / NORM_STD, offset=-NORM_MEAN / NORM_STD, name="scale")(pixels)
+    model = keras.Model(pixels, head(backbone(x)), name="hemalite_mobilenetv2")
+    return model, backbone, head
+
+
+def build_cnn(num_classes: int, image_size: int = 224, dropout: float = 0.5) -> keras.Model:
+    """The seed paper's baseline: 3x3 conv 32/64/128 with 2x2 max-pooling, dense 256."""
+    layers = [keras.Input((image_size, image_size, 3), name="image"),
+              keras.layers.Rescaling(1.0 / 255.0, name="scale")]
+    for filters in (32, 64, 128):
+        layers += [keras.layers.Conv2D(filters, 3, activation="relu", padding="same"),
+                   keras.layers.MaxPooling2D(2)]
+    layers += [keras.layers.Flatten(), keras.layers.Dense(256, activation="relu"),
+               keras.layers.Dropout(dropout),
+               keras.layers.Dense(num_classes, activation="softmax", name="probability")]
+    return keras.Sequential(layers, name="hemalite_cnn")
+
+
+def set_fine_tuning(backbone: keras.Model, from_layer: str) -> int:
+    """Unfreeze the backbone from `from_layer` upwards (BatchNorm stays frozen); return count."""
+    names = [layer.name for layer in backbone.layers]
+    if from_layer not in names:
+        raise ValueError(f"--fine-tune-from: no layer named {from_layer!r} in the backbone")
+    start = names.index(from_layer)
+    backbone.trainable = True
+    for i, layer in enumerate(backbone.layers):
+        layer.trainable = i >= start
+    freeze_batchnorm(backbone)
+    return sum(1 for layer in backbone.layers[start:] if layer.trainable)
