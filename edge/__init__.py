@@ -1,1 +1,1 @@
-"""hemalite.edge"""
+"""hemalite.edge: runtime loader, sources (camera/folder/video), classify, edge-classify."""

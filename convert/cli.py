@@ -1,0 +1,65 @@
+"""`hemalite convert`: options map onto ConvertConfig."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hemalite.cli import setup_logging
+
+
+@click.command("convert", epilog="A research and screening aid, not a diagnosis.")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--float32", "want", flag_value="float32", multiple=True, help="float32 model.")
+@click.option("--float16", "want", flag_value="float16", multiple=True, help="float16 weights.")
+@click.option("--dynamic", "want", flag_value="dynamic", multiple=True,
+              help="Dynamic-range (int8 weights, float activations).")
+@click.option("--int8", "want", flag_value="int8", multiple=True,
+              help="Full-integer int8 (weights and activations), calibrated.")
+@click.option("--all", "all_variants", is_flag=True, help="Every variant.")
+@click.option("--out", default="", help="Output folder  [default: RUN_DIR/tflite]")
+@click.option("--io", type=click.Choice(["uint8", "int8", "float32"]), default="uint8",
+              show_default=True, help="int8 model's input/output type (uint8 = camera pixels).")
+@click.option("--calib-size", type=int, default=300, show_default=True,
+              help="Representative images, stratified from the training split.")
+@click.option("--calib-dir", default="", help="Calibrate on images from this folder instead.")
+@click.option("--verify-split", type=click.Choice(["val", "test", "train"]), default="val",
+              show_default=True, help="Split the variants are checked on.")
+@click.option("--threshold", type=float, default=0.97, show_default=True,
+              help="Fail when int8 top-1 agreement with Keras is below this.")
+@click.option("--force", is_flag=True, help="Keep the int8 file even below --threshold.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--verbose", is_flag=True)
+def convert_command(run_dir, want, all_variants, verbose, **options):
+    """Convert RUN_DIR/model.keras to .tflite with embedded metadata, then verify.
+
+    With no variant flag, all four are made. Each file carries its labels, input size and
+    normalisation (standard TFLite metadata). A table compares every variant with the Keras
+    model on the validation split; it is also written as verification.json.
+    """
+    setup_logging(verbose)
+    from hemalite.convert.convert import VARIANTS, ConvertConfig, ConvertError, convert
+
+    variants = VARIANTS if all_variants or not want else tuple(want)
+    cfg = ConvertConfig(run_dir=run_dir, variants=variants, **options)
+    try:
+        result = convert(cfg)
+    except ConvertError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    calib = result["calibration"]
+    if calib:
+        click.echo(f"calibrated on {calib['size']} images from the {calib['source']}"
+                   f" ({len(calib['skipped'])} skipped)")
+    click.echo(result["table"])
+    for variant, path in result["paths"].items():
+        if path.exists():
+            click.echo(f"wrote {path}")
+    if result["failed"]:
+        click.echo(f"error: int8 top-1 agreement is below --threshold {cfg.threshold}; the "
+                   "int8 file was not kept (try more --calib-size, or --force to keep it)"
+                   if not cfg.force else
+                   f"warning: int8 agreement below {cfg.threshold}, kept because of --force",
+                   err=True)
+        if not cfg.force:
+            sys.exit(1)

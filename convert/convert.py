@@ -1,0 +1,270 @@
+"""Keras run -> .tflite variants (float32, float16, dynamic-range, full-integer int8).
+
+Keras 3 models go through a SavedModel (`model.export`): TFLiteConverter.from_keras_model is
+broken for Keras 3 on TF >= 2.16. Every variant gets standard TFLite metadata (labels,
+input size, normalisation, citation) and is verified against the Keras model through the
+same runtime code the edge uses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hemalite import DISCLAIMER, __version__
+from hemalite.contract import ImageError, InputSpec, is_image_name, load_image, preprocess
+from hemalite.files import read_json, write_bytes, write_json
+from hemalite.metadata import ModelInfo, associated_files, build_metadata, zip_onto
+from hemalite.metrics import agreement
+from hemalite.train import data
+
+log = logging.getLogger(__name__)
+VARIANTS = ("float32", "float16", "dynamic", "int8")
+CITATION = ("Data: Aria M, Ghaderzadeh M, Bashash D, Abolghasemi H, Asadi F, Hosseini A. "
+            "Acute Lymphoblastic Leukemia (ALL) image dataset. Kaggle, 2021. "
+            "doi:10.34740/KAGGLE/DSV/2175623. Ghaderzadeh M et al. Int J Intell Syst. "
+            "2022;37:5113-5133. doi:10.1002/int.22753.")
+
+
+class ConvertError(ValueError):
+    """A run or calibration folder that cannot be converted (one clear line)."""
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    run_dir: str
+    out: str = ""  # default: RUN_DIR/tflite
+    variants: tuple[str, ...] = ("int8",)
+    io: str = "uint8"  # int8 model's input/output type: uint8, int8 or float32
+    calib_size: int = 300
+    calib_dir: str = ""  # default: the run's training split
+    verify_split: str = "val"
+    threshold: float = 0.97  # min int8 top-1 agreement with Keras
+    force: bool = False
+    seed: int = 0
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or Path(self.run_dir, "tflite"))
+
+
+@dataclass
+class Run:
+    """What `hemalite train` left in a run directory."""
+
+    path: Path
+    model: object  # keras.Model
+    labels: tuple[str, ...]
+    spec: InputSpec
+    config: dict
+
+    def samples(self, split: str) -> list[data.Sample]:
+        return data.read_manifest(self.path / "splits" / f"{split}.csv", self.labels)
+
+    @property
+    def data_dir(self) -> str:
+        return self.config["data_dir"]
+
+
+def load_run(run_dir: str | os.PathLike) -> Run:
+    """Load model.keras, labels and config from a run directory, with clear errors."""
+    import keras
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConvertError(f"run directory not found: {path}")
+    model_path = path / "model.keras"
+    if not model_path.is_file():
+        raise ConvertError(f"{path} has no model.keras: train first (`hemalite train`)")
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except (ValueError, OSError, KeyError, TypeError) as err:
+        raise ConvertError(f"{model_path} is corrupt or unreadable: {err}") from None
+    config = read_json(path / "config.json")
+    labels = tuple((path / "labels.txt").read_text(encoding="utf-8").split())
+    size = int(config.get("image_size", model.input_shape[1]))
+    return Run(path, model, labels, InputSpec(size, size), config)
+
+
+def _stratified(samples: list[data.Sample], n: int, seed: int) -> list[data.Sample]:
+    """n samples with each class in its training proportion (all of them if fewer)."""
+    if n >= len(samples):
+        return list(samples)
+    rng = np.random.default_rng(seed)
+    labels = np.array([s.label for s in samples])
+    picked = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = max(1, round(n * len(idx) / len(samples)))
+        picked += [samples[i] for i in rng.choice(idx, min(k, len(idx)), replace=False)]
+    return sorted(picked, key=lambda s: s.path)
+
+
+def calibration_images(run: Run, cfg: ConvertConfig) -> tuple[np.ndarray, dict]:
+    """The representative dataset: training-split images (never test), stratified.
+
+    With --calib-dir, images found anywhere under that folder instead. Pixels go through the
+    same preprocess() as training and the edge. Undecodable files are skipped and counted.
+    """
+    if cfg.calib_dir:
+        root = Path(cfg.calib_dir)
+        files = sorted(p for p in root.rglob("*") if is_image_name(p.name)) if root.is_dir() else []
+        if not files:
+            raise ConvertError(f"calibration folder {root} has no images")
+        rng = np.random.default_rng(cfg.seed)
+        chosen = [files[i] for i in sorted(rng.permutation(len(files))[:cfg.calib_size])]
+        source = str(root)
+    else:
+        samples = _stratified(run.samples("train"), cfg.calib_size, cfg.seed)
+        chosen = [Path(run.data_dir, s.path) for s in samples]
+        source = "training split"
+    images, skipped = [], []
+    for path in chosen:
+        try:
+            images.append(preprocess(load_image(path, run.spec), run.spec))
+        except ImageError as err:
+            skipped.append(f"{path}: {err}")
+    if not images:
+        raise ConvertError(f"no calibration image could be decoded ({len(skipped)} skipped)")
+    return np.stack(images), {"source": source, "size": len(images), "skipped": skipped}
+
+
+def export_saved_model(model, directory: str) -> None:
+    """Keras 3 -> SavedModel, the converter's reliable input."""
+    model.export(directory, format="tf_saved_model", verbose=False)
+
+
+def convert_variant(saved_model: str, variant: str, calib: np.ndarray | None = None,
+                    io: str = "uint8") -> bytes:
+    """One TFLite flatbuffer: float32, float16 weights, dynamic-range, or full-integer int8."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in calib)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = {"uint8": tf.uint8, "int8": tf.int8,
+                                          "float32": tf.float32}[io]
+        converter.inference_output_type = converter.inference_input_type
+    elif variant != "float32":
+        raise ConvertError(f"unknown variant {variant!r} ({', '.join(VARIANTS)})")
+    return converter.convert()
+
+
+def embed_metadata(model: bytes, info: ModelInfo) -> bytes:
+    """Add the TFLITE_METADATA buffer and zip labels.txt / hemalite.json onto the model."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    tflite = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(build_metadata(info), dtype=np.uint8)
+    tflite.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = "TFLITE_METADATA"
+    entry.buffer = len(tflite.buffers) - 1
+    tflite.metadata = [m for m in (tflite.metadata or []) if m.name != b"TFLITE_METADATA"]
+    tflite.metadata.append(entry)
+    builder = flatbuffers.Builder(len(model) + 4096)
+    builder.Finish(tflite.Pack(builder), file_identifier=b"TFL3")
+    return zip_onto(bytes(builder.Output()), associated_files(info))
+
+
+def model_info(run: Run, variant: str, calibration: dict | None) -> ModelInfo:
+    arch = run.config.get("arch", "mobilenetv2")
+    extra = {"variant": variant, "arch": arch, "alpha": run.config.get("alpha"),
+             "trained_on": os.path.basename(os.path.normpath(run.data_dir))}
+    if calibration:
+        extra["calibration"] = {k: v for k, v in calibration.items() if k != "skipped"}
+    return ModelInfo(
+        labels=run.labels, spec=run.spec, name=f"hemalite {arch} ({variant})",
+        description=("Classifies peripheral blood smear images as " + ", ".join(run.labels)
+                     + ". " + DISCLAIMER + " " + CITATION),
+        version=__version__, author="hemalite", license="Apache-2.0", extra=extra)
+
+
+def keras_probabilities(run: Run, x: np.ndarray) -> np.ndarray:
+    return run.model.predict(x.astype(np.float32), batch_size=32, verbose=0)
+
+
+def verify(paths: dict[str, Path], run: Run, x: np.ndarray, y: np.ndarray) -> list[dict]:
+    """Run each .tflite through the edge runtime; compare with the Keras model."""
+    from hemalite.edge.runtime import load_model
+
+    reference = keras_probabilities(run, x)
+    rows = [{"variant": "keras", "bytes": None, "top1_agreement": 1.0, "max_abs_diff": 0.0,
+             "accuracy": float((reference.argmax(1) == y).mean())}]
+    float_bytes = None
+    for variant, path in paths.items():
+        model = load_model(path)
+        probs = np.stack([model.predict(img) for img in x])
+        size = path.stat().st_size
+        float_bytes = size if variant == "float32" else float_bytes
+        rows.append({"variant": variant, "bytes": size, **agreement(probs, reference),
+                     "accuracy": float((probs.argmax(1) == y).mean())})
+    for row in rows:
+        row["size_ratio"] = row["bytes"] / float_bytes if row["bytes"] and float_bytes else None
+    return rows
+
+
+def format_table(rows: list[dict], n: int, split: str) -> str:
+    """The verification table as Markdown."""
+    lines = [f"Verified on {n} {split}-split images against the Keras model:", "",
+             "| variant | size (MB) | x float32 | top-1 agreement | max abs prob diff | accuracy |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        size = f"{r['bytes'] / 1e6:.2f}" if r["bytes"] else "-"
+        ratio = f"{r['size_ratio']:.3f}" if r.get("size_ratio") else "-"
+        lines.append(f"| {r['variant']} | {size} | {ratio} | {r['top1_agreement']:.4f} | "
+                     f"{r['max_abs_diff']:.2e} | {r['accuracy']:.4f} |")
+    return "\n".join(lines)
+
+
+def convert(cfg: ConvertConfig) -> dict:
+    """Convert, embed metadata, verify; returns {'rows', 'table', 'failed'}."""
+    run = load_run(cfg.run_dir)
+    out = cfg.out_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
+        probe.close()
+    except OSError as err:
+        raise ConvertError(f"cannot write to {out}: {err.strerror}") from None
+    calib, calibration = (None, None)
+    if "int8" in cfg.variants:
+        calib, calibration = calibration_images(run, cfg)
+        for line in calibration["skipped"]:
+            log.warning("calibration image skipped: %s", line)
+    paths = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        export_saved_model(run.model, tmp)
+        for variant in [v for v in VARIANTS if v in cfg.variants]:
+            log.info("converting %s", variant)
+            flat = convert_variant(tmp, variant, calib, cfg.io)
+            flat = embed_metadata(flat, model_info(run, variant,
+                                                   calibration if variant == "int8" else None))
+            paths[variant] = out / f"model_{variant}.tflite"
+            write_bytes(paths[variant], flat)
+    samples = run.samples(cfg.verify_split)
+    x, y, _ = data.load_pixels(run.data_dir, samples, run.spec, progress=False)
+    rows = verify(paths, run, x, y)
+    failed = [r for r in rows if r["variant"] == "int8" and r["top1_agreement"] < cfg.threshold]
+    if failed and not cfg.force:
+        paths["int8"].unlink()
+    table = format_table(rows, len(x), cfg.verify_split)
+    write_json(out / "convert_config.json", {**dataclasses.asdict(cfg), "hemalite": __version__,
+                                             "calibration": calibration})
+    write_json(out / "verification.json", {"split": cfg.verify_split, "n": len(x), "rows": rows})
+    return {"rows": rows, "table": table, "failed": bool(failed), "paths": paths,
+            "calibration": calibration}

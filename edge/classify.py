@@ -1,0 +1,186 @@
+"""Classify images with a loaded model: decisions, file pipeline, running summary.
+
+Decoding overlaps with inference: a small thread pool decodes and resizes the next images
+while the interpreter runs the current one (Pillow releases the GIL while decoding).
+"""
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from hemalite.contract import ImageError, InputSpec, load_image, preprocess
+from hemalite.edge.runtime import Model, top_k
+from hemalite.edge.sources import display_name
+from hemalite.metrics import confusion_matrix
+
+REFER = "REFER"  # below --min-confidence: send to a morphologist
+
+
+@dataclass
+class Result:
+    source: str
+    label: str | None = None  # a class, REFER, or None when the input failed
+    probability: float | None = None
+    top: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+    truth: str | None = None  # the ground-truth folder name, when there is one
+
+    def line(self) -> str:
+        if self.error:
+            return f"{self.source}: ERROR {self.error}"
+        others = ", ".join(f"{name} {p:.3f}" for name, p in self.top[1:])
+        return (f"{self.source}\t{self.label}\t{self.probability:.3f}"
+                + (f"\t({others})" if others else ""))
+
+
+def decide(scores: np.ndarray, labels, k: int = 1, min_confidence: float = 0.0):
+    """(label or REFER, probability of the top class, top-k [(label, p)])."""
+    best = top_k(scores, max(1, k))
+    top = [(labels[i], p) for i, p in best]
+    label, p = top[0]
+    return (REFER if p < min_confidence else label), p, top
+
+
+def ground_truth(path: str, labels) -> str | None:
+    """The label named by the image's parent folder (data/<label>/x.jpg), if any."""
+    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return parent if parent in labels else None
+
+
+@dataclass
+class Summary:
+    """Running totals for the end-of-run summary."""
+
+    labels: tuple[str, ...]
+    n: int = 0
+    failed: int = 0
+    refer: int = 0
+    counts: collections.Counter = field(default_factory=collections.Counter)
+    truth: list[int] = field(default_factory=list)
+    predicted: list[int] = field(default_factory=list)
+    invoke_s: float = 0.0
+    decode_s: float = 0.0
+    wall_s: float = 0.0
+
+    def add(self, r: Result) -> None:
+        self.n += 1
+        if r.error:
+            self.failed += 1
+            return
+        self.counts[r.label] += 1
+        self.refer += r.label == REFER
+        if r.truth is not None and r.label != REFER:
+            self.truth.append(self.labels.index(r.truth))
+            self.predicted.append(self.labels.index(r.label))
+
+    @property
+    def classified(self) -> int:
+        return self.n - self.failed
+
+    def accuracy(self) -> float | None:
+        return float(np.mean(np.array(self.truth) == np.array(self.predicted))) \
+            if self.truth else None
+
+    def text(self) -> str:
+        lines = [f"{self.n} inputs: {self.classified} classified, {self.failed} failed, "
+                 f"{self.refer} REFER (below --min-confidence, for a morphologist)"]
+        lines.append("per class: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
+        if self.truth:
+            lines.append(f"accuracy {self.accuracy():.4f} on {len(self.truth)} images with "
+                         "ground-truth folders (REFER excluded)")
+            cm = confusion_matrix(self.truth, self.predicted, len(self.labels))
+            width = max(len(x) for x in self.labels) + 2
+            lines.append("confusion (rows true, columns predicted):")
+            lines.append(" " * width + "".join(f"{x:>{width}}" for x in self.labels))
+            for name, row in zip(self.labels, cm):
+                lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+        if self.classified and self.wall_s > 0:
+            lines.append(f"throughput {self.classified / self.wall_s:.1f} images/s end to end; "
+                         f"invoke only {self.classified / max(self.invoke_s, 1e-9):.1f} images/s "
+                         f"({self.invoke_s / self.wall_s:.0%} of wall time in invoke)")
+        return "\n".join(lines)
+
+
+def _decode(path: str, spec: InputSpec):
+    start = time.perf_counter()
+    try:
+        return preprocess(load_image(path, spec), spec), None, time.perf_counter() - start
+    except ImageError as err:
+        return None, str(err), time.perf_counter() - start
+    except OSError as err:  # permission denied and the like
+        return None, err.strerror or str(err), time.perf_counter() - start
+
+
+def classify_paths(model: Model, paths: Iterable[str], summary: Summary, k: int = 1,
+                   min_confidence: float = 0.0, workers: int = 2) -> Iterator[Result]:
+    """Decode in a thread pool (in order, a bounded window ahead), invoke on this thread."""
+    labels, spec = model.info.labels, model.info.spec
+    window: collections.deque = collections.deque()
+    paths = iter(paths)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        def refill():
+            while len(window) < 2 * max(1, workers):
+                path = next(paths, None)
+                if path is None:
+                    return
+                window.append((path, pool.submit(_decode, path, spec)))
+        refill()
+        while window:
+            path, future = window.popleft()
+            refill()
+            pixels, error, decode_s = future.result()
+            summary.decode_s += decode_s
+            result = Result(display_name(path), truth=ground_truth(path, labels))
+            if error:
+                result.error = error
+            else:
+                t = time.perf_counter()
+                model.set_input(pixels)
+                model.invoke()
+                scores = model.get_scores()
+                summary.invoke_s += time.perf_counter() - t
+                result.label, result.probability, result.top = decide(
+                    scores, labels, k, min_confidence)
+            summary.add(result)
+            summary.wall_s = time.perf_counter() - start
+            yield result
+
+
+class ResultWriter:
+    """CSV and/or JSONL results, one row per input, flushed as they come."""
+
+    def __init__(self, csv_path: str | None = None, jsonl_path: str | None = None):
+        self._files = []
+        self._csv = self._jsonl = None
+        if csv_path:
+            fh = open(csv_path, "w", newline="", encoding="utf-8")
+            self._files.append(fh)
+            self._csv = (fh, csv.writer(fh))
+            self._csv[1].writerow(["source", "label", "probability", "top_k", "error", "truth"])
+        if jsonl_path:
+            self._jsonl = open(jsonl_path, "w", encoding="utf-8")
+            self._files.append(self._jsonl)
+
+    def write(self, r: Result) -> None:
+        if self._csv:
+            top = ";".join(f"{name}:{p:.4f}" for name, p in r.top)
+            prob = "" if r.probability is None else f"{r.probability:.4f}"
+            self._csv[1].writerow([r.source, r.label or "", prob, top, r.error or "",
+                                   r.truth or ""])
+            self._csv[0].flush()
+        if self._jsonl:
+            self._jsonl.write(json.dumps(asdict(r)) + "\n")
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        for fh in self._files:
+            fh.close()

@@ -1,0 +1,154 @@
+"""Run a .tflite on the CPU with no TensorFlow: load, quantise in, dequantise out.
+
+Runtimes, first found wins: ai_edge_litert (LiteRT), tflite_runtime, tensorflow.lite.
+The pure parts (quantise, dequantise, top_k) take arrays and are testable without a model.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from hemalite.metadata import ModelInfo, read_model_info
+
+RUNTIMES = (
+    ("ai_edge_litert", "ai_edge_litert.interpreter"),
+    ("tflite_runtime", "tflite_runtime.interpreter"),
+    ("tensorflow", "tensorflow.lite"),
+)
+
+
+class RuntimeNotFound(ImportError):
+    pass
+
+
+class ModelError(ValueError):
+    """A model file the runtime cannot load (one clear line)."""
+
+
+def load_runtime(name: str | None = None):
+    """Return (Interpreter class, runtime name, version), trying RUNTIMES in order."""
+    tried = []
+    for runtime, module in RUNTIMES:
+        if name not in (None, runtime):
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as err:
+            tried.append(f"{runtime} ({err})")
+            continue
+        package = importlib.import_module(runtime)
+        version = getattr(package, "__version__", "unknown")
+        return mod.Interpreter, runtime, version
+    raise RuntimeNotFound("no TFLite runtime found; install ai-edge-litert "
+                          "(or tflite-runtime): " + "; ".join(tried))
+
+
+def quantise(x: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
+    """Float or raw pixels -> the tensor's dtype using its own scale and zero point."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    if scale == 0:  # not quantised: an integer tensor that takes values as they are
+        return x.astype(dtype)
+    if dtype == np.uint8 and scale == 1.0 and zero_point == 0 and x.dtype == np.uint8:
+        return x  # the camera's pixels, exactly
+    info = np.iinfo(dtype)
+    q = np.round(x.astype(np.float64) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantise(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Tensor values -> float32 scores; widen to int64 before subtracting the zero point."""
+    if q.dtype.kind == "f" or scale == 0:
+        return q.astype(np.float32)
+    return ((q.astype(np.int64) - zero_point) * scale).astype(np.float32)
+
+
+def top_k(scores: np.ndarray, k: int, threshold: float = 0.0) -> list[tuple[int, float]]:
+    """The k best (class, score) pairs at or above threshold, best first."""
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [(int(i), float(scores[i])) for i in order if scores[i] >= threshold]
+
+
+@dataclass
+class Model:
+    """A loaded .tflite with its metadata: `predict(pixels)` -> probabilities."""
+
+    path: str
+    info: ModelInfo
+    interpreter: object
+    runtime: str
+    runtime_version: str
+    num_threads: int
+
+    @property
+    def input_details(self) -> dict:
+        return self.interpreter.get_input_details()[0]
+
+    @property
+    def output_details(self) -> dict:
+        return self.interpreter.get_output_details()[0]
+
+    def set_input(self, pixels: np.ndarray) -> None:
+        """Put one (H, W, 3) uint8 image, already preprocessed, into the input tensor."""
+        d = self.input_details
+        scale, zero_point = d["quantization"]
+        self.interpreter.set_tensor(d["index"], quantise(pixels[None], d["dtype"], scale,
+                                                         zero_point))
+
+    def get_scores(self) -> np.ndarray:
+        """Read and dequantise the output tensor: float32 probabilities, one per label."""
+        d = self.output_details
+        scale, zero_point = d["quantization"]
+        return dequantise(self.interpreter.get_tensor(d["index"])[0], scale, zero_point)
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities for one preprocessed image."""
+        self.set_input(pixels)
+        self.invoke()
+        return self.get_scores()
+
+
+def load_model(path: str | os.PathLike, num_threads: int | None = None,
+               runtime: str | None = None) -> Model:
+    """Load a .tflite and its metadata; raises MetadataError / ModelError with one line."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelError(f"model file not found: {path}")
+    info = read_model_info(path)  # labels and input spec travel inside the model
+    interpreter_cls, name, version = load_runtime(runtime)
+    threads = num_threads or os.cpu_count() or 1
+    try:
+        interpreter = interpreter_cls(model_path=path, num_threads=threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as err:
+        raise ModelError(f"{path}: the runtime cannot load this model ({err})") from None
+    model = Model(path, info, interpreter, name, version, threads)
+    shape = tuple(model.input_details["shape"])
+    if shape[1:3] != (info.spec.height, info.spec.width):
+        raise ModelError(f"{path}: input tensor {shape} does not match the metadata's "
+                         f"{info.spec.height}x{info.spec.width}")
+    n_out = model.output_details["shape"][-1]
+    if n_out != len(info.labels):
+        raise ModelError(f"{path}: {n_out} outputs but {len(info.labels)} labels in metadata")
+    return model
+
+
+DEFAULT_MODEL = "hemalite_int8.tflite"
+
+
+def default_model_path() -> str:
+    """The int8 model shipped inside the package (hemalite/models/)."""
+    from importlib import resources
+
+    path = resources.files("hemalite") / "models" / DEFAULT_MODEL
+    if not path.is_file():
+        raise ModelError(f"the bundled model {DEFAULT_MODEL} is missing from this install; "
+                         "pass --model")
+    return str(path)

@@ -1,0 +1,157 @@
+"""Where images come from: paths (files, folders, globs), cameras, video files.
+
+Every source yields RGB uint8: colour is fixed here, at the I/O boundary, once. This is the
+only module that imports OpenCV (and only when a camera or video is used).
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from hemalite.contract import is_image_name
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """A camera or video that cannot be opened or stops delivering frames."""
+
+
+def display_name(path: str | os.PathLike) -> str:
+    """A printable form of any file name, including names that are not valid UTF-8."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def iter_paths(inputs: list[str]) -> Iterator[str]:
+    """Expand files, folders (recursively, following links but never looping) and globs.
+
+    Explicit files are yielded whatever their extension (a bad one gets its error line);
+    inside folders only names with an image extension are taken.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    for item in inputs:
+        if os.path.isdir(item):
+            yield from _walk(item, seen_dirs)
+        elif os.path.lexists(item) or not glob.has_magic(item):
+            yield item  # a file, a broken link, a FIFO or a missing path: the runner says why
+        else:
+            for match in sorted(glob.glob(item, recursive=True)):
+                yield from (_walk(match, seen_dirs) if os.path.isdir(match) else [match])
+
+
+def _walk(root: str, seen: set[tuple[int, int]]) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # a symlink loop or a second link to a folder
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        for name in sorted(filenames):
+            if is_image_name(name):
+                yield os.path.join(dirpath, name)
+
+
+def parse_camera(value: str) -> int | str:
+    """'0' -> 0 (camera index); '/dev/video2' or a file stays a path."""
+    return int(value) if value.isdigit() else value
+
+
+def opencv_frames(source: int | str, live: bool, retries: int = 5,
+                  retry_wait: float = 0.2) -> Iterator[np.ndarray]:
+    """Frames from cv2.VideoCapture (V4L2 on Linux) as RGB uint8, converted once here.
+
+    A video file ends at its last frame. A live camera that stops delivering frames is
+    retried `retries` times, then SourceError.
+    """
+    import cv2
+
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        raise SourceError(f"cannot open {'camera' if live else 'video'} {source!r}")
+    failures = 0
+    try:
+        while True:
+            ok, frame = capture.read()
+            if ok:
+                failures = 0
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                continue
+            if not live:
+                return
+            failures += 1
+            if failures > retries:
+                raise SourceError(f"camera {source!r} stopped delivering frames "
+                                  f"({retries} retries)")
+            time.sleep(retry_wait)
+    finally:
+        capture.release()
+
+
+def picamera_frames(size: tuple[int, int] = (640, 480)) -> Iterator[np.ndarray]:
+    """Frames from the Raspberry Pi camera stack (Picamera2) as RGB uint8.
+
+    libcamera names formats by register order: 'BGR888' arrives as [R, G, B] per pixel in
+    numpy (picamera2 issue #843), which is the order hemalite wants.
+    """
+    try:
+        from picamera2 import Picamera2
+    except ImportError:
+        raise SourceError("--picamera needs the picamera2 module (Raspberry Pi OS: "
+                          "sudo apt install python3-picamera2)") from None
+    camera = Picamera2()
+    camera.configure(camera.create_preview_configuration(main={"format": "BGR888",
+                                                               "size": size}))
+    camera.start()
+    try:
+        while True:
+            yield np.ascontiguousarray(camera.capture_array()[:, :, :3])
+    finally:
+        camera.stop()
+
+
+def has_display() -> bool:
+    """True when a window can be shown (X11 / Wayland on Linux; assumed elsewhere)."""
+    if os.name == "posix" and not os.uname().sysname == "Darwin":
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def overlay(rgb: np.ndarray, text: str, fps: float) -> np.ndarray:
+    """A BGR copy of the frame with the label, probability and FPS drawn on it."""
+    import cv2
+
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    scale = max(0.5, bgr.shape[1] / 900)
+    for line, y in ((text, 30), (f"{fps:.1f} FPS", 30 + int(32 * scale))):
+        cv2.putText(bgr, line, (10, int(y * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), 4, cv2.LINE_AA)
+        cv2.putText(bgr, line, (10, int(y * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return bgr
+
+
+def save_frame(bgr: np.ndarray, path: str) -> None:
+    import cv2
+
+    if not cv2.imwrite(path, bgr):
+        raise SourceError(f"cannot write {path}")
+
+
+def show(bgr: np.ndarray, title: str = "hemalite") -> bool:
+    """Show a frame; False when the user pressed q or Esc."""
+    import cv2
+
+    cv2.imshow(title, bgr)
+    return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+
+
+def close_windows() -> None:
+    import cv2
+
+    cv2.destroyAllWindows()
