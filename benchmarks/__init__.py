@@ -1,1 +1,1 @@
-"""hemalite.benchmarks"""
+"""hemalite.benchmarks: latency/size/accuracy measurement, reports, plots."""

@@ -33,6 +33,10 @@ def _model_help() -> str:
               help="Classify a live camera: an index (0) or a device such as /dev/video0.")
 @click.option("--picamera", is_flag=True, help="Use the Raspberry Pi camera (Picamera2).")
 @click.option("--video", type=click.Path(dir_okay=False), help="Classify the frames of a video file.")
+@click.option("--manifest", type=click.Path(dir_okay=False, exists=True),
+              help="Classify the images a CSV manifest lists (its 'path' column), e.g. a test split.")
+@click.option("--data-root", default=".", show_default=True,
+              help="Folder the manifest's relative paths start from.")
 @click.option("--top-k", type=int, default=1, show_default=True, help="Classes shown per image.")
 @click.option("--min-confidence", type=float, default=0.0, show_default=True,
               help="Below this top probability the result is REFER (send to a morphologist).")
@@ -52,7 +56,7 @@ def _model_help() -> str:
 @click.option("--runtime", "runtime_name", type=click.Choice([r for r, _ in runtime.RUNTIMES]),
               default=None, help="Force a runtime  [default: first found of these]")
 @click.option("--verbose", is_flag=True, help="Say which runtime and model run.")
-def classify_command(paths, model_path, camera, picamera, video, top_k, min_confidence,
+def classify_command(paths, model_path, manifest, data_root, camera, picamera, video, top_k, min_confidence,
                      csv_path, jsonl_path, num_threads, workers, strict, quiet, headless,
                      save_dir, every, max_frames, runtime_name, verbose):
     """Classify peripheral blood smear images as Benign, Early Pre-B, Pre-B or Pro-B ALL.
@@ -72,8 +76,14 @@ def classify_command(paths, model_path, camera, picamera, video, top_k, min_conf
     """
     setup_logging(verbose)
     live = camera is not None or picamera or video
+    if manifest:
+        try:
+            paths = list(paths) + sources.manifest_paths(manifest, data_root)
+        except sources.SourceError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
     if not paths and not live:
-        raise click.UsageError("give image paths, --camera, --picamera or --video")
+        raise click.UsageError("give image paths, --manifest, --camera, --picamera or --video")
     try:
         model = runtime.load_model(model_path or runtime.default_model_path(), num_threads,
                                    runtime_name)

@@ -44,6 +44,17 @@ def iter_paths(inputs: list[str]) -> Iterator[str]:
                 yield from (_walk(match, seen_dirs) if os.path.isdir(match) else [match])
 
 
+def manifest_paths(manifest: str, root: str = ".") -> list[str]:
+    """The 'path' column of a CSV manifest (as written by `hemalite train`), joined to root."""
+    import csv
+
+    with open(manifest, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if "path" not in (reader.fieldnames or []):
+            raise SourceError(f"{manifest}: no 'path' column")
+        return [os.path.join(root, row["path"]) for row in reader]
+
+
 def _walk(root: str, seen: set[tuple[int, int]]) -> Iterator[str]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         st = os.stat(dirpath)

@@ -21,6 +21,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 import flatbuffers
+import numpy as np
 from flatbuffers import number_types as nt
 from flatbuffers.table import Table
 
@@ -325,3 +326,20 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
                      description=fields["description"], version=fields["version"],
                      author=fields["author"], license=fields["license"],
                      mean=float(mean[0]), std=float(std[0]), extra=keep)
+
+
+def count_parameters(model: bytes) -> int:
+    """Number of constant values (weights, biases) stored in a .tflite flatbuffer."""
+    root = _root(model)
+    buffers = root.tables(4)
+    total = 0
+    for subgraph in root.tables(2):
+        for tensor in subgraph.tables(0):  # Tensor {shape, type, buffer, name, ...}
+            index = tensor.scalar(2, nt.Uint32Flags)
+            if index and index < len(buffers) and (
+                    len(buffers[index].bytes_view(0)) or buffers[index].scalar(1, nt.Uint64Flags) > 1):
+                o = tensor._off(0)
+                shape = [tensor.t.Get(nt.Int32Flags, tensor.t.Vector(o) + 4 * i)
+                         for i in range(tensor.t.VectorLen(o))] if o else []
+                total += int(np.prod(shape)) if shape else 1
+    return total

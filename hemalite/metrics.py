@@ -15,18 +15,26 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
                        minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def expected_calibration_error(y_true, probs, bins: int = 15) -> float:
-    """ECE: |accuracy - confidence| averaged over equal-width confidence bins, by count."""
+def reliability(y_true, probs, bins: int = 10) -> dict:
+    """Per equal-width confidence bin: count, mean confidence and accuracy (for ECE/plots)."""
     probs = np.asarray(probs, float)
     conf, correct = probs.max(1), probs.argmax(1) == np.asarray(y_true)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
+    which = np.clip(np.digitize(conf, np.linspace(0.0, 1.0, bins + 1)[1:-1]), 0, bins - 1)
+    out = {"edges": np.linspace(0.0, 1.0, bins + 1).tolist(), "count": [], "confidence": [],
+           "accuracy": []}
     for b in range(bins):
         mask = which == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
-    return float(ece)
+        out["count"].append(int(mask.sum()))
+        out["confidence"].append(float(conf[mask].mean()) if mask.any() else None)
+        out["accuracy"].append(float(correct[mask].mean()) if mask.any() else None)
+    return out
+
+
+def expected_calibration_error(y_true, probs, bins: int = 10) -> float:
+    """ECE: |accuracy - confidence| averaged over equal-width confidence bins, by count."""
+    r, n = reliability(y_true, probs, bins), len(y_true)
+    return float(sum(c / n * abs(a - f) for c, a, f in
+                     zip(r["count"], r["accuracy"], r["confidence"]) if c))
 
 
 def classification_metrics(y_true, probs, labels) -> dict:
@@ -53,6 +61,7 @@ def classification_metrics(y_true, probs, labels) -> dict:
                                   "auc_ovr": auc.get(labels[c])} for c in range(k)},
         "confusion_matrix": confusion_matrix(y_true, y_pred, k).tolist(),
         "ece": expected_calibration_error(y_true, probs),
+        "reliability": reliability(y_true, probs),
         "labels": list(labels),
     }
 

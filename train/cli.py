@@ -20,10 +20,10 @@ from hemalite.cli import setup_logging
 @click.option("--image-size", type=int, default=224, show_default=True, help="Input side in pixels.")
 @click.option("--epochs", type=int, default=50, show_default=True,
               help="Max epochs of the head phase (single phase without pretrained weights).")
-@click.option("--fine-tune-epochs", type=int, default=6, show_default=True,
+@click.option("--fine-tune-epochs", type=int, default=7, show_default=True,
               help="Max epochs fine-tuning the top of the backbone (0 to skip).")
-@click.option("--fine-tune-from", default="block_13_expand", show_default=True,
-              help="First backbone layer to unfreeze in fine-tuning.")
+@click.option("--fine-tune-from", default="Conv1", show_default=True,
+              help="First backbone layer to unfreeze in fine-tuning (Conv1 = all of it).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True)
 @click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)

@@ -4,8 +4,10 @@ The recipe for MobileNetV2 with pretrained weights, shaped for a 2-core CPU:
   1. the frozen backbone's pooled features are computed once (one pass over the images)
      and the head is trained on them: Adam, up to `epochs` epochs, early stopping and
      ReduceLROnPlateau on validation loss: seconds instead of an hour;
-  2. the top of the backbone (from `fine_tune_from`) is fine-tuned end to end on augmented
-     images at a lower rate, BatchNorm frozen, resumable after interruption.
+  2. the backbone (from `fine_tune_from`; by default all of it) is fine-tuned end to end on
+     augmented images at a lower rate, BatchNorm frozen, resumable after interruption.
+     Measured on all4: head alone ~98 % test accuracy; the top blocks only (block_13 up,
+     6 epochs) 98.1 %; the whole backbone is what reaches 99 % (see the train issue note).
 With `--weights none` or `--arch cnn` there is nothing to cache: one end-to-end phase.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +41,8 @@ class TrainConfig:
     alpha: float = 1.0
     image_size: int = 224
     epochs: int = 50  # head phase (or the single phase): early stopping ends it sooner
-    fine_tune_epochs: int = 6
-    fine_tune_from: str = "block_13_expand"
+    fine_tune_epochs: int = 7
+    fine_tune_from: str = "Conv1"  # the whole backbone (BatchNorm stays frozen)
     batch_size: int = 32
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
@@ -123,6 +126,15 @@ def _history(hist) -> dict:
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
 
 
+def _read_epoch_log(path: Path) -> dict:
+    """The CSVLogger file as {metric: [per epoch]}: it survives an interruption."""
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+
+
 def save_keras(model, path: Path) -> None:
     """Save a .keras file atomically."""
     with atomic_path(path) as tmp:
@@ -186,8 +198,10 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
         # Phase 1: the head on cached features of the frozen backbone.
         head_path = run / "checkpoints" / "head.weights.h5"
         models.freeze_batchnorm(backbone)
-        if head_path.exists():
+        head_history = run / "checkpoints" / "head_history.json"
+        if head_path.exists() and head_history.exists():
             head.load_weights(head_path)
+            history["head"] = json.loads(head_history.read_text())
             log.info("resuming: head weights from %s", head_path)
         else:
             extractor = keras.Sequential([model.get_layer("scale"), backbone])
@@ -203,7 +217,8 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
             history["head"] = _history(hist)
             with atomic_path(head_path) as tmp:
                 head.save_weights(tmp)
-        # Phase 2: fine-tune the top of the backbone on augmented images.
+            write_json(head_history, history["head"])
+        # Phase 2: fine-tune the backbone (BatchNorm frozen) on augmented images.
         models.set_fine_tuning(backbone, cfg.fine_tune_from)
         epochs, lr = cfg.fine_tune_epochs, cfg.fine_tune_learning_rate
     else:
@@ -216,17 +231,19 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
         aug = augmenter(cfg.seed) if cfg.augment else None
         train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.seed)
         val_ds = image_dataset(x_va, y_va, cfg.batch_size, False, None, cfg.seed)
-        hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-                         callbacks=[*_callbacks(cfg, run / "checkpoints" / "backup"),
-                                    *extra_callbacks], verbose=verbose)
-        history["fine_tune" if pretrained else "train"] = _history(hist)
+        backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
+        if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
+            epoch_log.unlink()
+        epoch_log.parent.mkdir(parents=True, exist_ok=True)
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
+                  shuffle=False,  # the dataset shuffles itself
+                  callbacks=[*_callbacks(cfg, backup),
+                             keras.callbacks.CSVLogger(str(epoch_log), append=True),
+                             *extra_callbacks], verbose=verbose)
+        history["fine_tune" if pretrained else "train"] = _read_epoch_log(epoch_log)
 
     save_keras(model, run / "model.keras")
-    history_path = run / "history.json"
-    if history_path.exists():  # a resumed run keeps what the interrupted one recorded
-        previous = json.loads(history_path.read_text())
-        history = {**previous, **history}
-    write_json(history_path, history)
+    write_json(run / "history.json", history)
     result = {"split": summary, "seconds": round(time.time() - start, 1)}
     if len(x_te):
         probs = model.predict(x_te.astype("float32"), batch_size=cfg.batch_size, verbose=0)
@@ -235,5 +252,6 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
         plot_confusion({"test split": np.asarray(result["test"]["confusion_matrix"])},
                        labels, run / "confusion_matrix.png")
     write_json(run / "metrics.json", result)
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)  # finished: nothing to resume
     return result
 

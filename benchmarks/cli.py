@@ -1,0 +1,166 @@
+"""`hemalite bench`, `edge-bench` and `hemalite report merge`."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from hemalite import DISCLAIMER
+from hemalite.cli import setup_logging
+
+
+class BenchError(click.ClickException):
+    def show(self, file=None):
+        click.echo(f"error: {self.message}", err=True)
+
+
+def bench_options(fn):
+    """Options shared by `hemalite bench` and `edge-bench` (one definition, one behaviour)."""
+    options = [
+        click.argument("targets", nargs=-1, required=True),
+        click.option("--data", "data_dir", type=click.Path(file_okay=False),
+                     help="Class-folder dataset to measure on (all its images)."),
+        click.option("--manifest", type=click.Path(dir_okay=False),
+                     help="CSV manifest with a 'path' column (e.g. RUN_DIR/splits/test.csv)."),
+        click.option("--data-root", default=None,
+                     help="Folder the manifest's paths start from  [default: the run's data]"),
+        click.option("--out", default="bench", show_default=True, help="Report folder."),
+        click.option("--threads", default="1,2", show_default=True,
+                     help="Thread counts for invoke latency, comma-separated."),
+        click.option("--runs", type=int, default=50, show_default=True, help="Timed invokes."),
+        click.option("--warmup", type=int, default=5, show_default=True, help="Warm-up invokes."),
+        click.option("--limit", type=int, default=0, help="Use at most N images (0 = all)."),
+        click.option("--progress/--no-progress", default=True, show_default=True),
+        click.option("--verbose", is_flag=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def collect(targets, data_dir, manifest, data_root, keras_too: bool):
+    """Models and images to measure: from a run directory or explicit files."""
+    models, run = [], None
+    for t in targets:
+        p = Path(t)
+        if p.is_dir():
+            run = p
+            models += sorted(str(m) for m in (p / "tflite").glob("*.tflite"))
+            if keras_too and (p / "model.keras").is_file():
+                models.append(str(p / "model.keras"))
+        elif p.is_file() and (p.suffix == ".tflite" or (keras_too and p.suffix == ".keras")):
+            models.append(str(p))
+        else:
+            raise BenchError(f"{t}: not a run directory or a model file"
+                             + ("" if keras_too else " (.tflite)"))
+    if not models:
+        raise BenchError("no models found")
+    if not data_dir and not manifest:
+        if run is None:
+            raise BenchError("give --data DIR or --manifest CSV (or a run directory)")
+        manifest = str(run / "splits" / "test.csv")
+    if manifest and data_root is None:
+        if run is None:
+            raise BenchError("--manifest needs --data-root (or a run directory)")
+        import json
+        data_root = json.loads((run / "config.json").read_text())["data_dir"]
+    return models, run, manifest, data_root
+
+
+def load_images(models, data_dir, manifest, data_root, limit):
+    """Labels from the first .tflite (metadata) or the run; pixels through preprocess()."""
+    from hemalite.contract import load_image, preprocess
+    from hemalite.edge import sources
+    from hemalite.metadata import read_model_info
+
+    tflites = [m for m in models if m.endswith(".tflite")]
+    info = read_model_info(tflites[0]) if tflites else None
+    if info is None:
+        raise BenchError("at least one .tflite model is needed for labels and input size")
+    labels, spec = info.labels, info.spec
+    if manifest:
+        files = sources.manifest_paths(manifest, data_root)
+        source = f"{manifest} (root {data_root})"
+    else:
+        files = [p for p in sources.iter_paths([data_dir])]
+        source = data_dir
+    files = [f for f in files if os.path.basename(os.path.dirname(f)) in labels]
+    if limit:
+        rng = np.random.default_rng(0)
+        files = [files[i] for i in sorted(rng.permutation(len(files))[:limit])]
+    if not files:
+        raise BenchError(f"no images in sub-folders named after the labels {list(labels)}")
+    x = np.stack([preprocess(load_image(f, spec), spec) for f in files])
+    y = np.array([labels.index(os.path.basename(os.path.dirname(f))) for f in files])
+    return x, y, files, labels, source
+
+
+def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, limit, progress,
+         verbose, keras_too):
+    setup_logging(verbose)
+    if importlib.util.find_spec("sklearn") is None:
+        raise BenchError("benchmarks need the bench extra: pip install 'hemalite[bench]'")
+    from hemalite.benchmarks.report import headline, run_benchmark, write_report
+
+    models, _, manifest, data_root = collect(targets, data_dir, manifest, data_root, keras_too)
+    x, y, files, labels, source = load_images(models, data_dir, manifest, data_root, limit)
+    thread_list = tuple(int(t) for t in threads.split(","))
+    report = run_benchmark(models, x, y, files, labels, thread_list, runs, warmup, source,
+                           progress)
+    written = write_report(report, out)
+    click.echo(headline(report))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@click.command("bench", epilog=DISCLAIMER)
+@bench_options
+def bench_command(**kw):
+    """Benchmark models: TARGETS are run directories or .tflite / .keras files.
+
+    For a run directory: every RUN_DIR/tflite/*.tflite and the Keras model, on the run's
+    test split. Measures size, invoke latency per thread count, end-to-end images/s,
+    cold start, peak memory and accuracy (drop versus float32). Writes report.json,
+    report.md and PNG plots to --out.
+    """
+    _run(keras_too=importlib.util.find_spec("tensorflow") is not None, **kw)
+
+
+@click.command("edge-bench", epilog=DISCLAIMER)
+@bench_options
+def edge_bench_command(**kw):
+    """On the device: benchmark .tflite models with the edge install (no TensorFlow).
+
+    Same measurements and report format as `hemalite bench`; plots only when matplotlib
+    is installed. Merge reports from several machines with `hemalite report merge`.
+    """
+    _run(keras_too=False, **kw)
+
+
+@click.group("report")
+def report_group():
+    """Work with benchmark reports."""
+
+
+@report_group.command("merge")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", default="bench/merged.md", show_default=True, help="Markdown file to write.")
+def merge_command(reports, out):
+    """Compare REPORT.json files from several machines in one Markdown table."""
+    from hemalite.benchmarks.report import load_report, merge
+    from hemalite.files import write_text
+
+    try:
+        loaded = [load_report(r) for r in reports]
+    except ValueError as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    text = merge(loaded)
+    write_text(out, text)
+    click.echo(text)
+    click.echo(f"wrote {out}")
+
+

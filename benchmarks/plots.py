@@ -1,0 +1,63 @@
+"""Benchmark plots (matplotlib, bench extra): confusion float vs int8, latency, reliability."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hemalite.files import atomic_path  # noqa: E402
+from hemalite.plots import plot_confusion  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def latency_plot(report: dict, path: Path) -> Path:
+    """Box plot of invoke latency per variant and thread count."""
+    data, names = [], []
+    for r in report["models"]:
+        for t, lat in r.get("latency", {}).items():
+            data.append(lat["samples_ms"])
+            names.append(f"{r['variant']}\n{t} thr")
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(data)), 4))
+    ax.boxplot(data, showfliers=True)
+    ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
+    ax.set(ylabel="invoke latency (ms)", title="Invoke latency per variant and thread count")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def reliability_plot(report: dict, path: Path) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, one line per variant."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    for r in report["models"]:
+        rel = r["accuracy"]["reliability"]
+        pts = [(c, a) for c, a in zip(rel["confidence"], rel["accuracy"]) if c is not None]
+        ax.plot(*zip(*pts), "o-", label=f"{r['variant']} (ECE {r['accuracy']['ece']:.3f})")
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1.02), ylim=(0, 1.02),
+           title="Reliability diagram")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def all_plots(report: dict, out: Path) -> list[Path]:
+    labels = report["data"]["labels"]
+    by = {r["variant"]: r for r in report["models"]}
+    shown = [v for v in ("keras", "float32", "int8") if v in by] or list(by)
+    confusion = out / "confusion_float_vs_int8.png"
+    plot_confusion({v: np.asarray(by[v]["accuracy"]["confusion_matrix"]) for v in shown},
+                   labels, confusion)
+    made = [confusion, reliability_plot(report, out / "reliability.png")]
+    if any(r.get("latency") for r in report["models"]):
+        made.insert(1, latency_plot(report, out / "latency.png"))
+    return made

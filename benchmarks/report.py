@@ -1,0 +1,195 @@
+"""Benchmark reports: run the measurements over models, write report.json / report.md / plots.
+
+report.json schema (SCHEMA, versioned):
+  schema, created, machine{cpu, architecture, cores, os, python, runtime, runtime_version,
+  governor}, data{source, images, labels}, settings{runs, warmup, threads},
+  models[]: {variant, path, kind (tflite|keras), bytes, params, size_ratio,
+             latency{"<threads>": {runs, mean_ms, std_ms, min_ms, p50_ms, p90_ms, p99_ms,
+                                   samples_ms}},
+             end_to_end{images, threads, images_per_s, stage_share, stage_ms_per_image},
+             start{process_s, in_process_s, peak_rss_mb},
+             accuracy{accuracy, macro_f1, auc_ovr_macro, per_class, confusion_matrix, ece},
+             vs_float{accuracy_drop_points, top1_agreement, recall_drop_points}}
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hemalite.files import read_json, write_json, write_text
+from hemalite.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+SCHEMA = "hemalite.bench/1"
+ORDER = ("keras", "float32", "float16", "dynamic", "int8")
+
+
+def variant_of(path: str) -> str:
+    """The variant named by hemalite's file names (model_int8.tflite, hemalite_int8.tflite)."""
+    stem = Path(path).stem
+    for v in ORDER[1:]:
+        if stem.endswith(v):
+            return v
+    return "keras" if path.endswith(".keras") else stem
+
+
+def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[str], labels,
+                  threads=(1, 2), runs: int = 50, warmup: int = 5, source: str = "",
+                  progress: bool = True) -> dict:
+    """Measure every model; the float32 .tflite (else Keras) is the accuracy reference."""
+    from tqdm import tqdm
+
+    from hemalite.benchmarks import measure
+
+    rows, probs = [], {}
+    steps = tqdm(total=len(models), desc="benchmarking", unit="model", disable=not progress)
+    for path in sorted(models, key=lambda p: ORDER.index(variant_of(p))
+                       if variant_of(p) in ORDER else 99):
+        variant = variant_of(path)
+        steps.set_postfix_str(variant)
+        row = {"variant": variant, "path": os.path.basename(path),
+               "kind": "keras" if path.endswith(".keras") else "tflite"}
+        if row["kind"] == "keras":
+            probs[variant], params = measure.keras_probabilities(path, x)
+            row.update(bytes=os.path.getsize(path), params=params)
+        else:
+            row.update(measure.size(path))
+            row["latency"] = {str(t): measure.invoke_latency(path, t, runs, warmup, x[0])
+                              for t in threads}
+            row["end_to_end"] = measure.end_to_end(path, files, max(threads))
+            row["start"] = measure.cold_start(path, files[0], max(threads))
+            probs[variant] = measure.tflite_probabilities(path, x, max(threads))
+        row["accuracy"] = classification_metrics(y, probs[variant], labels)
+        rows.append(row)
+        steps.update()
+    steps.close()
+    ref = "float32" if "float32" in probs else ("keras" if "keras" in probs else None)
+    by_variant = {r["variant"]: r for r in rows}
+    for r in rows:
+        if ref:
+            r["vs_float"] = measure.versus_reference(r["accuracy"], probs[r["variant"]],
+                                                     by_variant[ref]["accuracy"], probs[ref])
+            r["vs_float"]["reference"] = ref
+        f32 = by_variant.get("float32")
+        r["size_ratio"] = r["bytes"] / f32["bytes"] if f32 and r["kind"] == "tflite" else None
+    return {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(
+                timespec="seconds"),
+            "machine": measure.machine_info(),
+            "data": {"source": source, "images": int(len(y)), "labels": list(labels)},
+            "settings": {"runs": runs, "warmup": warmup, "threads": list(threads)},
+            "models": rows}
+
+
+def _fmt(v, spec=".2f", none="-"):
+    return none if v is None else format(v, spec)
+
+
+def headline(report: dict) -> str:
+    """One line per variant: size, p50 latency per thread count, accuracy, drop vs float."""
+    threads = report["settings"]["threads"]
+    head = ["variant", "size (MB)", "x float32"] + [f"p50 ms ({t} thr)" for t in threads] + [
+        "images/s e2e", "accuracy", "macro-F1", "drop vs float (pts)", "top-1 agreement"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report["models"]:
+        lat = r.get("latency", {})
+        cells = [r["variant"], _fmt(r["bytes"] / 1e6), _fmt(r.get("size_ratio"), ".3f")]
+        cells += [_fmt(lat.get(str(t), {}).get("p50_ms")) for t in threads]
+        cells += [_fmt(r.get("end_to_end", {}).get("images_per_s"), ".1f"),
+                  _fmt(r["accuracy"]["accuracy"], ".4f"), _fmt(r["accuracy"]["macro_f1"], ".4f"),
+                  _fmt(r.get("vs_float", {}).get("accuracy_drop_points")),
+                  _fmt(r.get("vs_float", {}).get("top1_agreement"), ".4f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def to_markdown(report: dict, plots: list[str]) -> str:
+    """The report a person reads: headline first, then details, machine and plots."""
+    m, d, s = report["machine"], report["data"], report["settings"]
+    out = [f"# hemalite benchmark: {m['cpu']} ({m['architecture']}, {m['cores']} cores)", "",
+           f"{d['images']} images from {d['source']}; latency = median of {s['runs']} timed "
+           f"invokes after {s['warmup']} warm-up runs, per thread count. Created "
+           f"{report['created']}. Schema `{report['schema']}`.", "", headline(report), ""]
+    if m.get("governor") not in (None, "performance"):
+        out += [f"> Warning: CPU governor is `{m['governor']}`, not `performance`: latency "
+                "may include frequency ramp-up.", ""]
+    out += ["## Latency of invoke (ms)", "",
+            "| variant | threads | mean | std | min | p50 | p90 | p99 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["models"]:
+        for t, lat in r.get("latency", {}).items():
+            out.append(f"| {r['variant']} | {t} | " + " | ".join(
+                _fmt(lat[k]) for k in ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms",
+                                       "p99_ms")) + " |")
+    out += ["", "## End to end, memory and start", "",
+            "| variant | images/s | decode | preprocess | invoke | postprocess | cold start (s) | peak RSS (MB) | params |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["models"]:
+        e, st = r.get("end_to_end"), r.get("start")
+        share = (lambda k: f"{100 * e['stage_share'][k]:.0f} %") if e else (lambda k: "-")
+        out.append(f"| {r['variant']} | {_fmt(e and e['images_per_s'], '.1f')} | "
+                   + " | ".join(share(k) for k in ("decode", "preprocess", "invoke",
+                                                   "postprocess"))
+                   + f" | {_fmt(st and st['process_s'])} | {_fmt(st and st['peak_rss_mb'], '.0f')}"
+                   f" | {r['params']:,} |")
+    out += ["", "## Accuracy", "", "| variant | accuracy | macro-F1 | AUC-ROC (OvR) | ECE | "
+            + " | ".join(f"recall {c}" for c in d["labels"]) + " |",
+            "|---|" + "---:|" * (4 + len(d["labels"]))]
+    for r in report["models"]:
+        a = r["accuracy"]
+        out.append(f"| {r['variant']} | {a['accuracy']:.4f} | {a['macro_f1']:.4f} | "
+                   f"{_fmt(a['auc_ovr_macro'], '.4f')} | {a['ece']:.4f} | "
+                   + " | ".join(f"{a['per_class'][c]['recall']:.4f}" for c in d["labels"]) + " |")
+    out += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()]
+    if plots:
+        out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    out += ["", "hemalite is a research and screening aid, not a diagnosis."]
+    return "\n".join(out) + "\n"
+
+
+def write_report(report: dict, out: str | os.PathLike) -> list[Path]:
+    """report.json, report.md and (when matplotlib is importable) PNG plots."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        from hemalite.benchmarks import plots
+        made = plots.all_plots(report, out)
+    except ImportError:
+        log.warning("matplotlib not installed: report written without plots")
+        made = []
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", to_markdown(report, [str(p) for p in made]))
+    return [out / "report.json", out / "report.md", *made]
+
+
+def load_report(path: str | os.PathLike) -> dict:
+    report = read_json(path)
+    if report.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a {SCHEMA} report (schema {report.get('schema')!r})")
+    return report
+
+
+def merge(reports: list[dict]) -> str:
+    """One Markdown comparison across machines: a row per machine and variant."""
+    threads = sorted({t for r in reports for t in r["settings"]["threads"]})
+    head = ["machine", "variant", "size (MB)"] + [f"p50 ms ({t} thr)" for t in threads] + [
+        "images/s e2e", "peak RSS (MB)", "accuracy", "drop vs float (pts)"]
+    lines = ["# hemalite benchmarks across machines", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for rep in reports:
+        m = rep["machine"]
+        name = f"{m['cpu']} ({m['architecture']}, {m['cores']} cores)"
+        for r in rep["models"]:
+            lat = r.get("latency", {})
+            cells = [name, r["variant"], _fmt(r["bytes"] / 1e6)]
+            cells += [_fmt(lat.get(str(t), {}).get("p50_ms")) for t in threads]
+            cells += [_fmt(r.get("end_to_end", {}).get("images_per_s"), ".1f"),
+                      _fmt(r.get("start", {}).get("peak_rss_mb"), ".0f"),
+                      _fmt(r["accuracy"]["accuracy"], ".4f"),
+                      _fmt(r.get("vs_float", {}).get("accuracy_drop_points"))]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Sources: " + "; ".join(f"{r['machine']['hostname']} at {r['created']}"
+                                           for r in reports)]
+    return "\n".join(lines) + "\n"

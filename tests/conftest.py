@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny generated class-folder datasets and one tiny real model per session.
+
+The tiny model is a real MobileNetV2 (alpha 0.35, random init, 32 px) trained through the
+real `train()` on solid-colour images with noise, then converted to every .tflite variant.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "all4"
+COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 40, 40)}
+TINY_SIZE = 32
+
+
+def make_dataset(root: Path, per_class: int = 16, size: int = 48, seed: int = 0,
+                 colours=COLOURS) -> Path:
+    """root/<colour>/img_NNN.png: a solid colour plus Gaussian noise, per class."""
+    rng = np.random.default_rng(seed)
+    for name, rgb in colours.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(rgb) + rng.normal(0, 18, (size, size, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"img_{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("tiny") / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A local .weights.h5 for a tiny MobileNetV2 (random init): the `--weights PATH` route."""
+    import keras
+
+    path = tmp_path_factory.mktemp("weights") / "tiny_no_top.weights.h5"
+    keras.applications.MobileNetV2(input_shape=(TINY_SIZE, TINY_SIZE, 3), alpha=0.35,
+                                   include_top=False, weights=None,
+                                   pooling="avg").save_weights(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tiny_weights, tmp_path_factory) -> Path:
+    """A real training run (both phases) of a tiny MobileNetV2 on the colour dataset."""
+    from hemalite.train.fit import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    train(TrainConfig(data_dir=str(tiny_data), out=str(out), weights=str(tiny_weights),
+                      alpha=0.35, image_size=TINY_SIZE, epochs=30, fine_tune_epochs=1,
+                      batch_size=8, learning_rate=1e-2, patience=10, progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tiny_run) -> dict[str, Path]:
+    """The tiny run converted to all four variants (int8 with uint8 I/O)."""
+    from hemalite.convert.convert import VARIANTS, ConvertConfig, convert
+
+    result = convert(ConvertConfig(run_dir=str(tiny_run), variants=VARIANTS, calib_size=32,
+                                   threshold=0.0))
+    return result["paths"]
+
+
+def real_images(per_class: int = 2) -> list[Path]:
+    """A few real smear images from ../shared (skip the test when the data is absent)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/all4 not present")
+    return [p for d in sorted(SHARED_DATA.iterdir()) for p in sorted(d.iterdir())[:per_class]]

@@ -1,0 +1,159 @@
+"""Conversion: every variant is real, carries its metadata and computes what Keras does."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hemalite.cli import main
+
+pytest.importorskip("tensorflow")
+from hemalite.convert import convert as conv  # noqa: E402
+from hemalite.edge.runtime import load_model  # noqa: E402
+from hemalite.train import data  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def pixels_of(run_dir: Path, split: str):
+    run = conv.load_run(run_dir)
+    x, y, _ = data.load_pixels(run.data_dir, run.samples(split), run.spec, progress=False)
+    return run, x, y
+
+
+def test_float32_matches_keras(tiny_run, tiny_tflite):
+    run, x, _ = pixels_of(tiny_run, "test")
+    reference = run.model.predict(x.astype("float32"), verbose=0)
+    model = load_model(tiny_tflite["float32"])
+    probs = np.stack([model.predict(img) for img in x])
+    np.testing.assert_allclose(probs, reference, atol=1e-4)
+
+
+def test_int8_agrees_with_float_on_separable_data(tiny_run, tiny_tflite):
+    run, x, y = pixels_of(tiny_run, "train")
+    reference = run.model.predict(x.astype("float32"), verbose=0)
+    assert (reference.argmax(1) == y).mean() == 1.0  # the tiny model separates the colours
+    model = load_model(tiny_tflite["int8"])
+    probs = np.stack([model.predict(img) for img in x])
+    assert (probs.argmax(1) == reference.argmax(1)).mean() >= 0.95
+
+
+def test_int8_io_types_and_quantisation(tiny_tflite):
+    model = load_model(tiny_tflite["int8"])
+    inp, out = model.input_details, model.output_details
+    assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
+    scale, zero_point = inp["quantization"]
+    assert scale == pytest.approx(1.0, rel=0.02) and zero_point == 0  # raw camera pixels
+    assert out["quantization"][0] == pytest.approx(1 / 256, rel=0.01)
+    details = model.interpreter.get_tensor_details()
+    floats = [d["name"] for d in details if d["dtype"] == np.float32]
+    assert not floats, f"float tensors left in the int8 model: {floats[:5]}"
+
+
+def test_variant_sizes_shrink(tiny_tflite):
+    size = {v: os.path.getsize(p) for v, p in tiny_tflite.items()}
+    assert size["float16"] < 0.6 * size["float32"]
+    assert size["int8"] < 0.4 * size["float32"] and size["dynamic"] < 0.4 * size["float32"]
+
+
+def test_int8_with_int8_io(tiny_run, tmp_path):
+    result = conv.convert(conv.ConvertConfig(run_dir=str(tiny_run), variants=("int8",),
+                                             io="int8", calib_size=16, out=str(tmp_path),
+                                             threshold=0.0))
+    model = load_model(result["paths"]["int8"])
+    assert model.input_details["dtype"] == np.int8
+    assert model.input_details["quantization"][1] == -128
+
+
+def test_metadata_round_trips_through_the_edge_reader_without_tensorflow(tiny_tflite):
+    script = f"""
+import sys, json
+from hemalite.edge.runtime import load_model
+m = load_model({str(tiny_tflite['int8'])!r})
+print(json.dumps({{"labels": m.info.labels, "h": m.info.spec.height, "w": m.info.spec.width,
+    "mean": m.info.mean, "std": m.info.std, "desc": m.info.description,
+    "tf": "tensorflow" in sys.modules, "calib": m.info.extra.get("calibration")}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["labels"] == ["blue", "green", "red"] and (info["h"], info["w"]) == (32, 32)
+    assert (info["mean"], info["std"]) == (127.5, 127.5)
+    assert "doi:10.34740/KAGGLE/DSV/2175623" in info["desc"] and "not a diagnosis" in info["desc"]
+    assert info["tf"] is False
+    assert info["calib"]["source"] == "training split"
+
+
+def test_representative_data_come_from_the_training_split_only(tiny_run):
+    run = conv.load_run(tiny_run)
+    cfg = conv.ConvertConfig(run_dir=str(tiny_run), calib_size=10_000)
+    calib, info = conv.calibration_images(run, cfg)
+    train_x, _, _ = data.load_pixels(run.data_dir, run.samples("train"), run.spec, False)
+    test_x, _, _ = data.load_pixels(run.data_dir, run.samples("test"), run.spec, False)
+    assert len(calib) == len(train_x) and info["source"] == "training split"
+    key = {img.tobytes() for img in train_x}
+    assert all(img.tobytes() in key for img in calib)
+    assert not any(img.tobytes() in {c.tobytes() for c in calib} for img in test_x)
+    small = conv._stratified(run.samples("train"), 6, seed=0)
+    assert sorted({s.label for s in small}) == [0, 1, 2]
+
+
+def test_convert_cli_prints_the_verification_table(tiny_run, tmp_path):
+    result = CliRunner().invoke(main, ["convert", str(tiny_run), "--float32", "--dynamic",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "| float32 |" in result.output and "| dynamic |" in result.output
+    rows = json.loads((tmp_path / "verification.json").read_text())["rows"]
+    assert {r["variant"] for r in rows} == {"keras", "float32", "dynamic"}
+    assert json.loads((tmp_path / "convert_config.json").read_text())["variants"] == \
+        ["float32", "dynamic"]
+
+
+def test_int8_below_threshold_fails_unless_forced(tiny_run, tmp_path):
+    args = ["convert", str(tiny_run), "--int8", "--calib-size", "8", "--threshold", "1.01",
+            "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "below --threshold" in result.output
+    assert not (tmp_path / "model_int8.tflite").exists()
+    forced = CliRunner().invoke(main, args + ["--force"])
+    assert forced.exit_code == 0 and (tmp_path / "model_int8.tflite").exists()
+
+
+def test_bad_inputs_each_get_one_clear_message(tiny_run, tmp_path):
+    runner = CliRunner()
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    r = runner.invoke(main, ["convert", str(empty)])
+    assert r.exit_code == 2 and "has no model.keras" in r.output
+    corrupt = tmp_path / "corrupt_run"
+    corrupt.mkdir()
+    (corrupt / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    r = runner.invoke(main, ["convert", str(corrupt)])
+    assert r.exit_code == 2 and "corrupt or unreadable" in r.output
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    r = runner.invoke(main, ["convert", str(tiny_run), "--int8", "--calib-dir", str(calib),
+                             "--out", str(tmp_path / "o1")])
+    assert r.exit_code == 2 and "has no images" in r.output
+    (calib / "bad.png").write_bytes(b"garbage")
+    from PIL import Image
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(calib / "good.png")
+    r = runner.invoke(main, ["convert", str(tiny_run), "--int8", "--calib-dir", str(calib),
+                             "--out", str(tmp_path / "o2"), "--force"])
+    assert r.exit_code == 0 and "(1 skipped)" in r.output
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    r = runner.invoke(main, ["convert", str(tiny_run), "--float32", "--out", str(locked / "x")])
+    if os.geteuid() != 0:  # root writes anywhere; the message is checked for other users
+        assert r.exit_code == 2 and "cannot write" in r.output
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    r = runner.invoke(main, ["convert", str(tiny_run), "--float32", "--out", str(not_a_dir)])
+    assert r.exit_code == 2 and "cannot write" in r.output

@@ -1,0 +1,196 @@
+"""The edge runner with a real converted model, real files and a real video."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from hemalite.edge import classify as clf
+from hemalite.edge import runtime, sources
+from hemalite.edge.cli import classify_command
+from hemalite.metadata import MetadataError
+from tests.test_contract import bad_files, unusual_images
+
+
+def test_importing_the_edge_never_imports_tensorflow():
+    code = ("import sys, hemalite.edge.cli, hemalite.edge.runtime, hemalite.edge.sources; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_quantise_and_dequantise_use_each_tensors_parameters():
+    pixels = np.array([0, 1, 128, 255], np.uint8)
+    assert runtime.quantise(pixels, np.uint8, 1.0, 0) is pixels
+    np.testing.assert_array_equal(runtime.quantise(pixels, np.int8, 1.0, -128),
+                                  [-128, -127, 0, 127])
+    assert runtime.quantise(pixels, np.float32, 0.0, 0).dtype == np.float32
+    # int8 is not float: widened before the zero point is subtracted
+    np.testing.assert_allclose(runtime.dequantise(np.array([-128, 127], np.int8), 1 / 256, -128),
+                               [0.0, 255 / 256])
+    np.testing.assert_allclose(runtime.dequantise(np.array([0, 255], np.uint8), 1 / 256, 0),
+                               [0.0, 255 / 256])
+
+
+def test_top_k_and_refer_decisions():
+    scores = np.array([0.1, 0.6, 0.3])
+    assert runtime.top_k(scores, 2) == [(1, 0.6), (2, 0.3)]
+    assert clf.decide(scores, ("a", "b", "c"), 2, 0.5)[0] == "b"
+    label, p, top = clf.decide(scores, ("a", "b", "c"), 1, 0.9)
+    assert label == clf.REFER and p == pytest.approx(0.6) and top == [("b", 0.6)]
+
+
+def run_cli(*args):
+    return CliRunner().invoke(classify_command, [str(a) for a in args])
+
+
+def colour_folder(root: Path) -> Path:
+    """Ground-truth sub-folders named after the tiny model's labels."""
+    for name, rgb in {"red": (210, 40, 40), "green": (40, 190, 60), "blue": (40, 60, 200)}.items():
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 40), rgb).save(root / name / f"{name}_{i}.jpg", quality=95)
+    return root
+
+
+def test_folder_with_ground_truth_prints_accuracy_and_writes_csv_jsonl(tiny_tflite, tmp_path):
+    folder = colour_folder(tmp_path / "imgs")
+    out_csv, out_jsonl = tmp_path / "r.csv", tmp_path / "r.jsonl"
+    result = run_cli(folder, "--model", tiny_tflite["int8"], "--top-k", "2", "--csv", out_csv,
+                     "--jsonl", out_jsonl)
+    assert result.exit_code == 0, result.output
+    assert "9 inputs: 9 classified, 0 failed" in result.output
+    assert "accuracy 1.0000 on 9 images" in result.output
+    assert "confusion (rows true, columns predicted)" in result.output
+    assert "images/s end to end" in result.output
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 9 and all(r["label"] == r["truth"] for r in rows)
+    assert all(len(r["top_k"].split(";")) == 2 for r in rows)
+    lines = [json.loads(x) for x in out_jsonl.read_text().splitlines()]
+    assert len(lines) == 9 and all(x["label"] == x["truth"] for x in lines)
+
+
+def test_every_bad_input_gets_a_line_and_the_run_goes_on(tiny_tflite, tmp_path):
+    folder = colour_folder(tmp_path / "imgs")
+    reasons = bad_files(folder / "red")
+    os.symlink(folder, folder / "red" / "loop")  # a symlink loop must not loop
+    (folder / "red" / "not_utf8_\udcff.jpg").write_bytes(b"nope")
+    result = run_cli(folder, "--model", tiny_tflite["int8"])
+    assert result.exit_code == 1
+    out = result.output
+    for name, reason in reasons.items():
+        if name != "folder.jpg":  # a folder named like an image is searched, not an error
+            line = next(x for x in out.splitlines() if name in x)
+            assert "ERROR" in line and reason in line, line
+    assert "not_utf8_\\xff.jpg: ERROR" in out
+    assert "9 classified, 7 failed" in out
+
+
+def test_strict_stops_at_the_first_failure(tiny_tflite, tmp_path):
+    (tmp_path / "a_bad.jpg").write_bytes(b"")
+    Image.new("RGB", (40, 40), (210, 40, 40)).save(tmp_path / "b_good.jpg")
+    result = run_cli(tmp_path / "a_bad.jpg", tmp_path / "b_good.jpg", "--model",
+                     tiny_tflite["int8"], "--strict")
+    assert result.exit_code == 1 and "--strict" in result.output
+    assert "b_good" not in result.output
+
+
+def test_unusual_valid_images_and_globs_are_classified(tiny_tflite, tmp_path):
+    made = unusual_images(tmp_path / "odd")
+    result = run_cli(str(tmp_path / "odd" / "*"), "--model", tiny_tflite["float32"])
+    assert result.exit_code == 0, result.output
+    assert f"{len(made)} inputs: {len(made)} classified, 0 failed" in result.output
+
+
+def test_refer_below_min_confidence_is_counted(tiny_tflite, tmp_path):
+    folder = colour_folder(tmp_path / "imgs")
+    result = run_cli(folder, "--model", tiny_tflite["float32"], "--min-confidence", "1.01")
+    assert result.exit_code == 0
+    assert "9 REFER" in result.output and result.output.count("\tREFER\t") == 9
+
+
+def write_video(path: Path, colours, size=(64, 48)) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    for rgb in colours:
+        frame = np.zeros((size[1], size[0], 3), np.uint8)
+        frame[:] = rgb[::-1]  # OpenCV writes BGR
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_pure_red_frame_arrives_as_channel_0(tmp_path):
+    video = write_video(tmp_path / "red.avi", [(255, 0, 0)] * 3)
+    frames = list(sources.opencv_frames(str(video), live=False))
+    assert len(frames) == 3
+    r, g, b = frames[0][24, 32]
+    assert r > 200 and g < 40 and b < 40
+
+
+def test_video_and_fake_camera_share_the_frame_loop(tiny_tflite, tmp_path):
+    video = write_video(tmp_path / "clip.avi", [(210, 40, 40)] * 6 + [(40, 60, 200)] * 6)
+    saved = tmp_path / "frames"
+    result = run_cli("--video", video, "--model", tiny_tflite["int8"], "--headless",
+                     "--save-dir", saved, "--every", "5", "--csv", tmp_path / "v.csv")
+    assert result.exit_code == 0, result.output
+    assert "12 inputs: 12 classified" in result.output and "FPS" in result.output
+    labels = [r["label"] for r in csv.DictReader((tmp_path / "v.csv").open())]
+    assert labels[:6] == ["red"] * 6 and labels[6:] == ["blue"] * 6
+    assert sorted(p.name for p in saved.iterdir()) == [
+        "frame_000001.jpg", "frame_000005.jpg", "frame_000010.jpg"]
+    camera = run_cli("--camera", video, "--model", tiny_tflite["int8"], "--headless",
+                     "--max-frames", "4")
+    assert camera.exit_code == 0 and "4 inputs: 4 classified" in camera.output
+
+
+def test_a_camera_that_cannot_be_opened_is_a_clear_error(tiny_tflite):
+    result = run_cli("--camera", "/dev/video_does_not_exist", "--model", tiny_tflite["int8"],
+                     "--headless")
+    assert result.exit_code == 1 and "cannot open camera" in result.output
+
+
+def test_model_errors(tiny_tflite, tmp_path):
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"\x00" * 64)
+    result = run_cli(tmp_path, "--model", garbage)
+    assert result.exit_code == 2 and "not a TFLite model" in result.output
+    with pytest.raises(MetadataError, match="no TFLite metadata"):
+        runtime.load_model(strip_metadata(tiny_tflite["float32"], tmp_path / "bare.tflite"))
+
+
+def strip_metadata(path: Path, out: Path) -> Path:
+    """A valid .tflite without hemalite's metadata (the flatbuffer before the zip)."""
+    import zipfile
+
+    data = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        start = min(info.header_offset for info in archive.infolist())
+    model = bytearray(data[:start])
+    at = model.find(b"TFLITE_METADATA")
+    model[at:at + 15] = b"X" * 15  # rename the metadata entry: no metadata any more
+    out.write_bytes(bytes(model))
+    return out
+
+
+@pytest.mark.parametrize("name", [r for r, _ in runtime.RUNTIMES])
+def test_each_installed_runtime_gives_the_same_answer(tiny_tflite, name):
+    try:
+        runtime.load_runtime(name)
+    except runtime.RuntimeNotFound:
+        pytest.skip(f"{name} not installed")
+    model = runtime.load_model(tiny_tflite["int8"], runtime=name)
+    reference = runtime.load_model(tiny_tflite["int8"])
+    pixels = np.full((32, 32, 3), (210, 40, 40), np.uint8)
+    assert model.runtime == name
+    np.testing.assert_array_equal(model.predict(pixels), reference.predict(pixels))

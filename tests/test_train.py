@@ -1,0 +1,153 @@
+"""Training stage with TensorFlow: the model's contract, frozen BatchNorm, CLI, resume, mirrored."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hemalite.cli import main
+from tests.conftest import TINY_SIZE
+
+keras = pytest.importorskip("keras")
+from hemalite.train import model as models  # noqa: E402
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / \
+    "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5"
+
+
+def test_model_takes_raw_pixels_and_scales_inside():
+    model, backbone, head = models.build_mobilenet(3, 32, 0.35, "none")
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    expected = head(backbone(x / 127.5 - 1.0))
+    np.testing.assert_allclose(model(x), expected, atol=1e-5)
+    assert model.input_shape == (None, 32, 32, 3)
+
+
+def test_fine_tuning_keeps_batchnorm_statistics_and_trains_the_top():
+    # The shared ImageNet weights when present: random weights saturate ReLU6 with frozen
+    # BatchNorm, leaving no gradient to show that the top moves.
+    weights, alpha = (str(WEIGHTS), 1.0) if WEIGHTS.is_file() else ("none", 0.35)
+    model, backbone, _ = models.build_mobilenet(3, 64, alpha, weights)
+    models.set_fine_tuning(backbone, "block_13_expand")
+    bn = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+    before = [np.array(l.moving_mean) for l in bn]
+    top, bottom = backbone.get_layer("Conv_1"), backbone.get_layer("Conv1")
+    trainable = {id(w) for w in model.trainable_weights}
+    assert id(top.kernel) in trainable and id(bottom.kernel) not in trainable
+    assert not any(id(w) in trainable for l in bn for w in l.weights)
+    top_w, bottom_w = np.array(top.kernel), np.array(bottom.kernel)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(1).integers(0, 256, (8, 64, 64, 3)).astype("float32")
+    model.fit(x, np.arange(8) % 3, epochs=1, batch_size=8, verbose=0)
+    assert all(np.array_equal(b, np.array(l.moving_mean)) for b, l in zip(before, bn))
+    assert np.array_equal(bottom_w, np.array(bottom.kernel))  # frozen bottom did not move
+    if weights != "none":
+        assert not np.allclose(top_w, np.array(top.kernel))  # unfrozen top moved
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="shared ImageNet weights absent")
+def test_local_imagenet_weights_load_at_another_input_size():
+    backbone = models.build_backbone(96, 1.0, str(WEIGHTS))
+    kernel = np.array(backbone.get_layer("Conv1").kernel)
+    assert kernel.shape == (3, 3, 3, 32) and np.abs(kernel).max() > 0.1
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        models.resolve_weights(str(tmp_path / "nope.weights.h5"))
+
+
+def tiny_args(data, out, *extra):
+    return ["train", str(data), "--out", str(out), "--weights", "none", "--alpha", "0.35",
+            "--image-size", str(TINY_SIZE), "--batch-size", "8", "--no-progress", *extra]
+
+
+@pytest.mark.slow
+def test_train_cli_end_to_end_writes_every_artefact(tiny_data, tmp_path):
+    result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--epochs", "2"))
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    for name in ("model.keras", "config.json", "history.json", "metrics.json",
+                 "confusion_matrix.png", "labels.txt", "splits/train.csv", "splits/test.csv"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    assert set(metrics["per_class"]) == {"blue", "green", "red"}
+    assert {"accuracy", "macro_f1", "auc_ovr_macro", "confusion_matrix", "ece"} <= set(metrics)
+    assert np.sum(metrics["confusion_matrix"]) == metrics["n"]
+    assert len(json.loads((run / "history.json").read_text())["train"]["loss"]) == 2
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    assert "test accuracy" in result.output
+    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_ends_where_an_uninterrupted_run_would(tiny_data, tmp_path):
+    from hemalite.train.fit import TrainConfig, train
+
+    class Interrupt(keras.callbacks.Callback):  # a kill in the middle of epoch 3
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 1:
+                raise KeyboardInterrupt
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    cfg = TrainConfig(data_dir=str(tiny_data), out=str(tmp_path / "run"), weights="none",
+                      alpha=0.35, image_size=TINY_SIZE, epochs=4, batch_size=8, patience=10,
+                      augment=False, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, extra_callbacks=[Interrupt()])
+    assert not (tmp_path / "run" / "model.keras").exists()  # no half-written model
+    train(cfg)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())["train"]
+    assert history["epoch"] == [0.0, 1.0, 2.0, 3.0]  # two before the kill, two after
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from hemalite.train.fit import TrainConfig, make_strategy, train
+assert make_strategy("mirrored").num_replicas_in_sync == 2
+result = train(TrainConfig(data_dir={str(tiny_data)!r}, out={str(tmp_path / 'run')!r},
+    weights="none", alpha=0.35, image_size={TINY_SIZE}, epochs=1, batch_size=8,
+    distribute="mirrored", augment=False, progress=False))
+print("replicas ok", result["test"]["n"])
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replicas ok" in proc.stdout
+
+
+@pytest.mark.slow
+def test_baseline_cnn_trains_through_the_cli(tiny_data, tmp_path):
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "cnn"), "--arch", "cnn",
+            "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cnn" / "model.keras").is_file()
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "dataset folder not found"), ("single", "single class"),
+    ("hollow", "has no images")])
+def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, message):
+    from tests.conftest import make_dataset
+
+    data = tmp_path / "data"
+    if setup == "single":
+        make_dataset(data, per_class=2, colours={"red": (200, 0, 0)})
+    elif setup == "hollow":
+        make_dataset(data, per_class=2)
+        (data / "nothing").mkdir()
+    result = CliRunner().invoke(main, tiny_args(data, tmp_path / "run", "--epochs", "1"))
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output

@@ -1,0 +1,72 @@
+"""Dataset scanning, stratified duplicate-aware splits and manifests (no TensorFlow)."""
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pytest
+
+from hemalite.train import data
+from tests.conftest import make_dataset
+
+
+def test_split_is_stratified_reproducible_and_keeps_duplicates_together(tmp_path):
+    root = make_dataset(tmp_path / "d", per_class=30)
+    for i in range(5):  # byte-identical copies under other names
+        shutil.copy(root / "red" / f"img_{i:03d}.png", root / "red" / f"copy_{i}.png")
+    samples, labels, skipped = data.scan_dataset(root)
+    assert labels == ("blue", "green", "red") and not skipped and len(samples) == 95
+    splits, dup_groups = data.split_dataset(samples, (0.8, 0.1, 0.1), seed=3)
+    assert dup_groups == 5
+    where = {s.path: name for name, part in splits.items() for s in part}
+    for i in range(5):
+        assert where[f"red/img_{i:03d}.png"] == where[f"red/copy_{i}.png"]
+    for name, part in splits.items():  # every class in every split, about 80/10/10
+        counts = Counter(labels[s.label] for s in part)
+        assert set(counts) == set(labels), name
+    assert 70 <= len(splits["train"]) <= 82
+    again, _ = data.split_dataset(samples, (0.8, 0.1, 0.1), seed=3)
+    assert again == splits
+    other, _ = data.split_dataset(samples, (0.8, 0.1, 0.1), seed=4)
+    assert other != splits
+
+
+def test_manifest_round_trip(tmp_path):
+    root = make_dataset(tmp_path / "d", per_class=4)
+    samples, labels, _ = data.scan_dataset(root)
+    data.write_manifest(tmp_path / "m.csv", samples, labels)
+    assert data.read_manifest(tmp_path / "m.csv", labels) == samples
+    first = (tmp_path / "m.csv").read_text()
+    data.write_manifest(tmp_path / "m.csv", samples, labels)
+    assert (tmp_path / "m.csv").read_text() == first
+
+
+def test_non_images_are_skipped_and_named(tmp_path):
+    root = make_dataset(tmp_path / "d", per_class=3)
+    (root / "red" / "notes.txt").write_text("hello")
+    samples, _, skipped = data.scan_dataset(root)
+    assert len(samples) == 9 and skipped == ["red/notes.txt: not an image file"]
+
+
+def test_undecodable_image_is_counted_not_fatal(tmp_path):
+    root = make_dataset(tmp_path / "d", per_class=3)
+    (root / "red" / "broken.png").write_bytes(b"not a png")
+    samples, labels, _ = data.scan_dataset(root)
+    x, y, failures = data.load_pixels(root, samples, data.InputSpec(16, 16), progress=False)
+    assert len(x) == 9 and len(failures) == 1 and failures[0].startswith("red/broken.png: ")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "not found"), ("empty", "no class sub-folders"),
+    ("single", "single class"), ("hollow", "has no images")])
+def test_bad_dataset_folders_get_one_clear_error(tmp_path, case, message):
+    root = tmp_path / "d"
+    if case != "missing":
+        root.mkdir()
+    if case == "single":
+        make_dataset(root, per_class=2, colours={"red": (200, 0, 0)})
+    if case == "hollow":
+        make_dataset(root, per_class=2)
+        (root / "empty_class").mkdir()
+    with pytest.raises(data.DatasetError, match=message):
+        data.scan_dataset(root)
