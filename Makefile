@@ -36,7 +36,7 @@ demo: edge-venv
 # Rebuild the bundled model from the dataset: train, convert, benchmark, copy into the package.
 model: venv
 	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)"
-	$(VENV)/bin/hemalite convert $(RUN) --all --calib-size 500
+	$(VENV)/bin/hemalite convert $(RUN) --all
 	$(VENV)/bin/hemalite bench $(RUN) --out benchmarks/reports/x86_64
 	cp $(RUN)/tflite/model_int8.tflite $(MODELS)/hemalite_int8.tflite
 	cp $(RUN)/tflite/model_float32.tflite $(MODELS)/hemalite_float32.tflite

@@ -103,10 +103,10 @@ def end_to_end(path: str, files: list[str], threads: int) -> dict:
 
 def cold_start(path: str, image: str, threads: int) -> dict:
     """A fresh process loads the model and classifies one image: wall time and peak RSS."""
-    code = ("import time, resource, sys, json; t0 = time.perf_counter(); "
-            "from hemalite.benchmarks.probe import probe; r = probe(sys.argv[1], sys.argv[2], "
-            "int(sys.argv[3])); r['in_process_s'] = time.perf_counter() - t0; "
-            "r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+    code = ("import time, sys, json; t0 = time.perf_counter(); "
+            "from hemalite.benchmarks.probe import probe, peak_rss_mb; "
+            "r = probe(sys.argv[1], sys.argv[2], int(sys.argv[3])); "
+            "r['in_process_s'] = time.perf_counter() - t0; r['peak_rss_mb'] = peak_rss_mb(); "
             "print(json.dumps(r))")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, path, image, str(threads)],

@@ -134,14 +134,34 @@ def calibration_images(run: Run, cfg: ConvertConfig) -> tuple[np.ndarray, dict]:
     return np.stack(images), {"source": source, "size": len(images), "skipped": skipped}
 
 
+def pin_input_range(calib: np.ndarray) -> np.ndarray:
+    """Make the calibration input span exactly 0..255 (one pixel set to each end).
+
+    The converter takes the input's quantisation from the calibration range; pinned to the
+    full uint8 range, a uint8 input gets scale 1 and zero point 0, so the model takes the
+    camera's pixels as they are. (all4's images already span 0..255, so there it changes
+    nothing; the tests' small smooth images gave scale 0.93 unpinned.)
+    """
+    pinned = np.array(calib, dtype=np.uint8, copy=True)
+    pinned[0, 0, 0, :] = 0
+    pinned[-1, -1, -1, :] = 255
+    return pinned
+
+
 def export_saved_model(model, directory: str) -> None:
     """Keras 3 -> SavedModel, the converter's reliable input."""
     model.export(directory, format="tf_saved_model", verbose=False)
 
 
 def convert_variant(saved_model: str, variant: str, calib: np.ndarray | None = None,
-                    io: str = "uint8") -> bytes:
+                    io: str = "uint8", per_channel: bool = True, pin: bool = True) -> bytes:
     """One TFLite flatbuffer: float32, float16 weights, dynamic-range, or full-integer int8."""
+    return make_converter(saved_model, variant, calib, io, per_channel, pin).convert()
+
+
+def make_converter(saved_model: str, variant: str, calib: np.ndarray | None = None,
+                   io: str = "uint8", per_channel: bool = True, pin: bool = True):
+    """A configured TFLiteConverter (also what QuantizationDebugger takes)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
@@ -152,14 +172,16 @@ def convert_variant(saved_model: str, variant: str, calib: np.ndarray | None = N
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif variant == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in calib)
+        pinned = pin_input_range(calib) if pin else calib
+        converter.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in pinned)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = {"uint8": tf.uint8, "int8": tf.int8,
                                           "float32": tf.float32}[io]
         converter.inference_output_type = converter.inference_input_type
+        converter._experimental_disable_per_channel = not per_channel  # for the study only
     elif variant != "float32":
         raise ConvertError(f"unknown variant {variant!r} ({', '.join(VARIANTS)})")
-    return converter.convert()
+    return converter
 
 
 def embed_metadata(model: bytes, info: ModelInfo) -> bytes:

@@ -16,7 +16,7 @@ from hemalite.metadata import ModelInfo, read_model_info
 RUNTIMES = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
     ("tflite_runtime", "tflite_runtime.interpreter"),
-    ("tensorflow", "tensorflow.lite"),
+    ("tensorflow", "tensorflow.lite.python.interpreter"),
 )
 
 

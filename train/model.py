@@ -48,6 +48,13 @@ def build_backbone(image_size: int, alpha: float, weights: str) -> keras.Model:
         weights="imagenet" if resolved == "imagenet" else None, pooling="avg")
     if resolved not in (None, "imagenet"):
         base.load_weights(resolved)
+    if resolved is None:
+        # From scratch, BatchNorm's moving statistics must converge within the few hundred
+        # steps of a small dataset; Keras' MobileNetV2 default (0.999) needs thousands, and
+        # the model then predicts nonsense in inference mode.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
     base.name = BACKBONE
     return base
 

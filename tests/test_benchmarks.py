@@ -1,0 +1,131 @@
+"""Benchmarks on tiny real models: the report's schema and every figure checked for sense."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hemalite.benchmarks import measure
+from hemalite.cli import main
+from hemalite.metrics import classification_metrics, expected_calibration_error
+
+
+def test_latency_summary_is_ordered_and_in_ms():
+    s = measure.summarise([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert s["min_ms"] == pytest.approx(1.0) and s["p50_ms"] == pytest.approx(3.0)
+    assert s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= 10.0
+    assert s["mean_ms"] == pytest.approx(4.0)
+
+
+def test_metrics_match_counts_done_by_hand():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.9 + 0.1 / 3
+    m = classification_metrics(y, probs, ("a", "b", "c"))
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["a"]["recall"] == pytest.approx(0.5)
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    confident = np.eye(3)[y]
+    assert expected_calibration_error(y, confident) == pytest.approx(0.0)
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run, tiny_tflite, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = CliRunner().invoke(main, ["bench", str(tiny_run), "--out", str(out), "--runs", "20",
+                                       "--warmup", "2", "--threads", "1,2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "| int8 |" in result.output
+    return out, json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.slow
+def test_report_schema_and_files(report):
+    out, rep = report
+    assert rep["schema"] == "hemalite.bench/1"
+    assert {"cpu", "architecture", "cores", "os", "python", "runtime", "governor"} <= \
+        set(rep["machine"])
+    assert [m["variant"] for m in rep["models"]] == ["keras", "float32", "float16", "dynamic",
+                                                      "int8"]
+    for name in ("report.md", "confusion_float_vs_int8.png", "latency.png", "reliability.png"):
+        assert (out / name).stat().st_size > 0, name
+    md = (out / "report.md").read_text()
+    assert md.index("| variant | size (MB)") < md.index("## Latency")  # headline first
+
+
+@pytest.mark.slow
+def test_report_figures_are_sane(report, tiny_run, tiny_tflite):
+    _, rep = report
+    from hemalite.edge.runtime import load_model
+    from hemalite.train import data
+
+    labels = tuple((tiny_run / "labels.txt").read_text().split())
+    samples = data.read_manifest(tiny_run / "splits" / "test.csv", labels)
+    root = json.loads((tiny_run / "config.json").read_text())["data_dir"]
+    for m in rep["models"]:
+        assert m["accuracy"]["n"] == len(samples)
+        if m["kind"] != "tflite":
+            continue
+        path = tiny_tflite[m["variant"]]
+        assert m["bytes"] == os.path.getsize(path) and m["params"] > 10_000
+        for lat in m["latency"].values():
+            assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+            assert lat["runs"] == 20 and len(lat["samples_ms"]) == 20
+        e2e = m["end_to_end"]
+        assert e2e["images"] == len(samples) and e2e["images_per_s"] > 0
+        assert sum(e2e["stage_share"].values()) == pytest.approx(1.0, abs=0.05)
+        assert m["start"]["peak_rss_mb"] > 10 and m["start"]["process_s"] > 0
+        # accuracy recounted here, image by image, through the edge runtime
+        model = load_model(path)
+        correct = 0
+        for s in samples:
+            from hemalite.contract import load_image, preprocess
+            pixels = preprocess(load_image(Path(root, s.path), model.info.spec), model.info.spec)
+            correct += int(model.predict(pixels).argmax() == s.label)
+        assert m["accuracy"]["accuracy"] == pytest.approx(correct / len(samples))
+    by = {m["variant"]: m for m in rep["models"]}
+    assert by["float32"]["size_ratio"] == 1.0 and by["int8"]["size_ratio"] < 0.4
+    assert by["float32"]["vs_float"]["accuracy_drop_points"] == 0.0
+    assert by["int8"]["vs_float"]["accuracy_drop_points"] == pytest.approx(
+        100 * (by["float32"]["accuracy"]["accuracy"] - by["int8"]["accuracy"]["accuracy"]))
+
+
+@pytest.mark.slow
+def test_merge_two_reports(report, tmp_path):
+    out, rep = report
+    other = dict(rep, machine=dict(rep["machine"], cpu="Raspberry Pi 5", architecture="aarch64"))
+    (tmp_path / "pi.json").write_text(json.dumps(other))
+    result = CliRunner().invoke(main, ["report", "merge", str(out / "report.json"),
+                                       str(tmp_path / "pi.json"), "--out", str(tmp_path / "m.md")])
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "m.md").read_text()
+    assert table.count("| Raspberry Pi 5 (aarch64") == len(rep["models"])
+    assert table.count(f"| {rep['machine']['cpu']}") == len(rep["models"])
+    (tmp_path / "bad.json").write_text("{}")
+    bad = CliRunner().invoke(main, ["report", "merge", str(tmp_path / "bad.json")])
+    assert bad.exit_code == 2 and "not a hemalite.bench/1 report" in bad.output
+
+
+@pytest.mark.slow
+def test_edge_bench_runs_without_tensorflow(tiny_run, tiny_tflite, tmp_path):
+    code = f"""
+import sys
+sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
+sys.modules["keras"] = None
+from hemalite.benchmarks.cli import edge_bench_command
+edge_bench_command([{str(tiny_tflite['int8'])!r}, {str(tiny_tflite['float32'])!r},
+    "--manifest", {str(tiny_run / 'splits' / 'test.csv')!r},
+    "--data-root", {json.loads((tiny_run / 'config.json').read_text())['data_dir']!r},
+    "--out", {str(tmp_path)!r}, "--runs", "5", "--warmup", "1", "--no-progress"])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert [m["variant"] for m in rep["models"]] == ["float32", "int8"]
+    assert "| int8 |" in proc.stdout
