@@ -81,98 +81,61 @@ def _floats(b: flatbuffers.Builder, values: list[float]) -> int:
     return b.EndVector()
 
 
+def _table(b: flatbuffers.Builder, num_fields: int, offsets: dict[int, int],
+           scalars: tuple[tuple[int, str, int], ...] = ()) -> int:
+    """One table: offset fields by slot, then (slot, Prepend<Type>Slot, value) scalars.
+
+    Everything an offset points to must be built before this call (flatbuffers builds
+    children first), which evaluating the arguments does.
+    """
+    b.StartObject(num_fields)
+    for slot, offset in offsets.items():
+        b.PrependUOffsetTRelativeSlot(slot, offset, 0)
+    for slot, prepend, value in scalars:
+        getattr(b, prepend)(slot, value, 0)
+    return b.EndObject()
+
+
 def _associated_file(b: flatbuffers.Builder, name: str, description: str, kind: int) -> int:
     n, d = _strings(b, [name, description])
-    b.StartObject(5)
-    b.PrependUOffsetTRelativeSlot(0, n, 0)
-    b.PrependUOffsetTRelativeSlot(1, d, 0)
-    b.PrependInt8Slot(2, kind, 0)
-    return b.EndObject()
+    return _table(b, 5, {0: n, 1: d}, ((2, "PrependInt8Slot", kind),))
+
+
+def _stats(b: flatbuffers.Builder, high: float, low: float) -> int:
+    return _table(b, 2, {0: _floats(b, [high]), 1: _floats(b, [low])})
 
 
 def build_metadata(info: ModelInfo) -> bytes:
     """Serialise `info` as a ModelMetadata flatbuffer (file identifier M001)."""
     b = flatbuffers.Builder(1024)
     # input tensor: an RGB image, normalised (x - mean) / std inside the model
-    b.StartObject(2)  # ImageSize {width, height}
-    b.PrependUint32Slot(0, info.spec.width, 0)
-    b.PrependUint32Slot(1, info.spec.height, 0)
-    image_size = b.EndObject()
-    b.StartObject(2)  # ImageProperties
-    b.PrependInt8Slot(0, _COLOR_SPACE_RGB, 0)
-    b.PrependUOffsetTRelativeSlot(1, image_size, 0)
-    image_props = b.EndObject()
-    b.StartObject(3)  # Content
-    b.PrependUint8Slot(0, _CONTENT_IMAGE_PROPERTIES, 0)
-    b.PrependUOffsetTRelativeSlot(1, image_props, 0)
-    in_content = b.EndObject()
-    mean, std = _floats(b, [info.mean] * 3), _floats(b, [info.std] * 3)
-    b.StartObject(2)  # NormalizationOptions
-    b.PrependUOffsetTRelativeSlot(0, mean, 0)
-    b.PrependUOffsetTRelativeSlot(1, std, 0)
-    norm = b.EndObject()
-    b.StartObject(2)  # ProcessUnit
-    b.PrependUint8Slot(0, _PROCESS_UNIT_NORMALIZATION, 0)
-    b.PrependUOffsetTRelativeSlot(1, norm, 0)
-    units = _vector(b, [b.EndObject()])
-    smax, smin = _floats(b, [255.0]), _floats(b, [0.0])
-    b.StartObject(2)  # Stats
-    b.PrependUOffsetTRelativeSlot(0, smax, 0)
-    b.PrependUOffsetTRelativeSlot(1, smin, 0)
-    in_stats = b.EndObject()
+    image_size = _table(b, 2, {}, ((0, "PrependUint32Slot", info.spec.width),
+                                   (1, "PrependUint32Slot", info.spec.height)))
+    image_props = _table(b, 2, {1: image_size}, ((0, "PrependInt8Slot", _COLOR_SPACE_RGB),))
+    in_content = _table(b, 3, {1: image_props},
+                        ((0, "PrependUint8Slot", _CONTENT_IMAGE_PROPERTIES),))
+    norm = _table(b, 2, {0: _floats(b, [info.mean] * 3), 1: _floats(b, [info.std] * 3)})
+    unit = _table(b, 2, {1: norm}, ((0, "PrependUint8Slot", _PROCESS_UNIT_NORMALIZATION),))
     in_name, in_desc = _strings(b, ["image", "RGB image, raw 0-255 pixels"])
-    b.StartObject(7)  # TensorMetadata (input)
-    b.PrependUOffsetTRelativeSlot(0, in_name, 0)
-    b.PrependUOffsetTRelativeSlot(1, in_desc, 0)
-    b.PrependUOffsetTRelativeSlot(3, in_content, 0)
-    b.PrependUOffsetTRelativeSlot(4, units, 0)
-    b.PrependUOffsetTRelativeSlot(5, in_stats, 0)
-    input_meta = b.EndObject()
-
+    input_meta = _table(b, 7, {0: in_name, 1: in_desc, 3: in_content, 4: _vector(b, [unit]),
+                               5: _stats(b, 255.0, 0.0)})
     # output tensor: class probabilities, labelled by labels.txt
-    b.StartObject(0)  # FeatureProperties (empty)
-    feature_props = b.EndObject()
-    b.StartObject(3)
-    b.PrependUint8Slot(0, _CONTENT_FEATURE_PROPERTIES, 0)
-    b.PrependUOffsetTRelativeSlot(1, feature_props, 0)
-    out_content = b.EndObject()
-    omax, omin = _floats(b, [1.0]), _floats(b, [0.0])
-    b.StartObject(2)
-    b.PrependUOffsetTRelativeSlot(0, omax, 0)
-    b.PrependUOffsetTRelativeSlot(1, omin, 0)
-    out_stats = b.EndObject()
-    labels_file = _vector(b, [_associated_file(
-        b, LABEL_FILE, "Class labels, one per line, in output order.", _FILE_TENSOR_AXIS_LABELS)])
+    out_content = _table(b, 3, {1: _table(b, 0, {})},
+                         ((0, "PrependUint8Slot", _CONTENT_FEATURE_PROPERTIES),))
+    labels_file = _associated_file(b, LABEL_FILE, "Class labels, one per line, in output order.",
+                                   _FILE_TENSOR_AXIS_LABELS)
     out_name, out_desc = _strings(b, ["probability", "Softmax probability of each class."])
-    b.StartObject(7)  # TensorMetadata (output)
-    b.PrependUOffsetTRelativeSlot(0, out_name, 0)
-    b.PrependUOffsetTRelativeSlot(1, out_desc, 0)
-    b.PrependUOffsetTRelativeSlot(3, out_content, 0)
-    b.PrependUOffsetTRelativeSlot(5, out_stats, 0)
-    b.PrependUOffsetTRelativeSlot(6, labels_file, 0)
-    output_meta = b.EndObject()
-
-    inputs, outputs = _vector(b, [input_meta]), _vector(b, [output_meta])
-    b.StartObject(10)  # SubGraphMetadata
-    b.PrependUOffsetTRelativeSlot(2, inputs, 0)
-    b.PrependUOffsetTRelativeSlot(3, outputs, 0)
-    subgraph = _vector(b, [b.EndObject()])
-
-    spec_file = _vector(b, [_associated_file(
-        b, SPEC_FILE, "hemalite input spec and provenance (JSON).", _FILE_DESCRIPTIONS)])
+    output_meta = _table(b, 7, {0: out_name, 1: out_desc, 3: out_content,
+                                5: _stats(b, 1.0, 0.0), 6: _vector(b, [labels_file])})
+    subgraph = _table(b, 10, {2: _vector(b, [input_meta]), 3: _vector(b, [output_meta])})
+    spec_file = _associated_file(b, SPEC_FILE, "hemalite input spec and provenance (JSON).",
+                                 _FILE_DESCRIPTIONS)
     name, desc, version, author, lic, parser = _strings(b, [
         info.name, info.description, info.version, info.author, info.license,
         MIN_PARSER_VERSION])
-    b.StartObject(8)  # ModelMetadata
-    b.PrependUOffsetTRelativeSlot(0, name, 0)
-    b.PrependUOffsetTRelativeSlot(1, desc, 0)
-    b.PrependUOffsetTRelativeSlot(2, version, 0)
-    b.PrependUOffsetTRelativeSlot(3, subgraph, 0)
-    b.PrependUOffsetTRelativeSlot(4, author, 0)
-    b.PrependUOffsetTRelativeSlot(5, lic, 0)
-    b.PrependUOffsetTRelativeSlot(6, spec_file, 0)
-    b.PrependUOffsetTRelativeSlot(7, parser, 0)
-    b.Finish(b.EndObject(), file_identifier=METADATA_FILE_ID)
+    root = _table(b, 8, {0: name, 1: desc, 2: version, 3: _vector(b, [subgraph]), 4: author,
+                         5: lic, 6: _vector(b, [spec_file]), 7: parser})
+    b.Finish(root, file_identifier=METADATA_FILE_ID)
     return bytes(b.Output())
 
 
