@@ -37,7 +37,7 @@ demo: edge-venv
 model: venv
 	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)"
 	$(VENV)/bin/hemalite convert $(RUN) --all
-	$(VENV)/bin/hemalite bench $(RUN) --out benchmarks/reports/x86_64
+	$(VENV)/bin/hemalite bench $(RUN) --out benchmarks/reports/$(shell uname -m) --runs 200 --warmup 20
 	cp $(RUN)/tflite/model_int8.tflite $(MODELS)/hemalite_int8.tflite
 	cp $(RUN)/tflite/model_float32.tflite $(MODELS)/hemalite_float32.tflite
 	cp $(RUN)/splits/test.csv $(MODELS)/test_split.csv
