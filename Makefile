@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 # The edge install only (what a Raspberry Pi gets): no TensorFlow.
-$(EDGE_VENV)/.installed: setup.cfg pyproject.toml $(wildcard $(MODELS)/*)
+$(EDGE_VENV)/.installed: setup.cfg pyproject.toml $(wildcard $(MODELS)/*) $(shell find hemalite edge benchmarks -name "*.py")
 	$(PYTHON) -m venv $(EDGE_VENV)
 	$(EDGE_VENV)/bin/pip install -q --upgrade pip
 	$(EDGE_VENV)/bin/pip install -q .

@@ -73,7 +73,7 @@ def collect(targets, data_dir, manifest, data_root, keras_too: bool):
 
 def load_images(models, data_dir, manifest, data_root, limit):
     """Labels from the first .tflite (metadata) or the run; pixels through preprocess()."""
-    from hemalite.contract import load_image, preprocess
+    from hemalite.contract import load_batch
     from hemalite.edge import sources
     from hemalite.metadata import read_model_info
 
@@ -94,7 +94,10 @@ def load_images(models, data_dir, manifest, data_root, limit):
         files = [files[i] for i in sorted(rng.permutation(len(files))[:limit])]
     if not files:
         raise BenchError(f"no images in sub-folders named after the labels {list(labels)}")
-    x = np.stack([preprocess(load_image(f, spec), spec) for f in files])
+    x, kept, failures = load_batch(files, spec)
+    for line in failures:
+        click.echo(f"skipped: {line}", err=True)
+    files = [files[i] for i in kept]
     y = np.array([labels.index(os.path.basename(os.path.dirname(f))) for f in files])
     return x, y, files, labels, source
 

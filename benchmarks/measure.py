@@ -122,8 +122,7 @@ def size(path: str) -> dict:
 
 
 def tflite_probabilities(path: str, x: np.ndarray, threads: int) -> np.ndarray:
-    model = load_model(path, num_threads=threads)
-    return np.stack([model.predict(img) for img in x])
+    return load_model(path, num_threads=threads).predict_batch(x)
 
 
 def keras_probabilities(path: str, x: np.ndarray) -> tuple[np.ndarray, int]:

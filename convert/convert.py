@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hemalite import DISCLAIMER, __version__
-from hemalite.contract import ImageError, InputSpec, is_image_name, load_image, preprocess
+from hemalite.contract import InputSpec, is_image_name, load_batch
 from hemalite.files import read_json, write_bytes, write_json
 from hemalite.metadata import ModelInfo, associated_files, build_metadata, zip_onto
 from hemalite.metrics import agreement
@@ -123,15 +123,10 @@ def calibration_images(run: Run, cfg: ConvertConfig) -> tuple[np.ndarray, dict]:
         samples = _stratified(run.samples("train"), cfg.calib_size, cfg.seed)
         chosen = [Path(run.data_dir, s.path) for s in samples]
         source = "training split"
-    images, skipped = [], []
-    for path in chosen:
-        try:
-            images.append(preprocess(load_image(path, run.spec), run.spec))
-        except ImageError as err:
-            skipped.append(f"{path}: {err}")
-    if not images:
+    images, _, skipped = load_batch(chosen, run.spec)
+    if not len(images):
         raise ConvertError(f"no calibration image could be decoded ({len(skipped)} skipped)")
-    return np.stack(images), {"source": source, "size": len(images), "skipped": skipped}
+    return images, {"source": source, "size": len(images), "skipped": skipped}
 
 
 def pin_input_range(calib: np.ndarray) -> np.ndarray:
@@ -230,7 +225,7 @@ def verify(paths: dict[str, Path], run: Run, x: np.ndarray, y: np.ndarray) -> li
     float_bytes = None
     for variant, path in paths.items():
         model = load_model(path)
-        probs = np.stack([model.predict(img) for img in x])
+        probs = model.predict_batch(x)
         size = path.stat().st_size
         float_bytes = size if variant == "float32" else float_bytes
         rows.append({"variant": variant, "bytes": size, **agreement(probs, reference),
@@ -254,7 +249,7 @@ def format_table(rows: list[dict], n: int, split: str) -> str:
 
 
 def convert(cfg: ConvertConfig) -> dict:
-    """Convert, embed metadata, verify; returns {'rows', 'table', 'failed'}."""
+    """Convert, embed metadata, verify: {'rows', 'table', 'failed', 'paths', 'calibration'}."""
     run = load_run(cfg.run_dir)
     out = cfg.out_dir
     try:

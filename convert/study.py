@@ -27,15 +27,13 @@ def flips(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x, x[:, :, ::-1], np.rot90(x, 1, axes=(1, 2))])
 
 
-def int8_probabilities(flat: bytes, x: np.ndarray) -> np.ndarray:
-    from hemalite.edge.runtime import Model, load_runtime
-    from hemalite.metadata import ModelInfo
+def int8_probabilities(run: conv.Run, flat: bytes, x: np.ndarray, folder: str) -> np.ndarray:
+    """Run a freshly converted model through the edge runtime, as `convert` verifies."""
+    from hemalite.edge.runtime import load_model
 
-    interpreter_cls, name, version = load_runtime()
-    interp = interpreter_cls(model_content=flat, num_threads=2)
-    interp.allocate_tensors()
-    model = Model("<memory>", ModelInfo(labels=(), spec=None), interp, name, version, 2)
-    return np.stack([model.predict(img) for img in x])
+    path = Path(folder, "study_int8.tflite")
+    path.write_bytes(conv.embed_metadata(flat, conv.model_info(run, "int8", None)))
+    return load_model(path).predict_batch(x)
 
 
 @click.command()
@@ -81,7 +79,7 @@ def main(run_dir, out, debug_images):
             start = time.time()
             flat = conv.convert_variant(tmp, "int8", kw["calib"], kw.get("io", "uint8"),
                                         kw.get("per_channel", True), kw.get("pin", True))
-            probs = int8_probabilities(flat, x_all)
+            probs = int8_probabilities(run, flat, x_all, tmp)
             agree = probs.argmax(1) == reference.argmax(1)
             rows.append({"setting": name, "calibration_images": int(len(kw["calib"])),
                          "agreement_all": float(agree.mean()),

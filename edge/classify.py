@@ -109,6 +109,15 @@ class Summary:
         return "\n".join(lines)
 
 
+def classify(model: Model, pixels: np.ndarray, summary: Summary, k: int = 1,
+             min_confidence: float = 0.0):
+    """One preprocessed image -> (label or REFER, probability, top-k); invoke time counted."""
+    start = time.perf_counter()
+    scores = model.predict(pixels)
+    summary.invoke_s += time.perf_counter() - start
+    return decide(scores, model.info.labels, k, min_confidence)
+
+
 def _decode(path: str, spec: InputSpec):
     start = time.perf_counter()
     try:
@@ -143,13 +152,8 @@ def classify_paths(model: Model, paths: Iterable[str], summary: Summary, k: int 
             if error:
                 result.error = error
             else:
-                t = time.perf_counter()
-                model.set_input(pixels)
-                model.invoke()
-                scores = model.get_scores()
-                summary.invoke_s += time.perf_counter() - t
-                result.label, result.probability, result.top = decide(
-                    scores, labels, k, min_confidence)
+                result.label, result.probability, result.top = classify(
+                    model, pixels, summary, k, min_confidence)
             summary.add(result)
             summary.wall_s = time.perf_counter() - start
             yield result

@@ -143,22 +143,22 @@ def _run_frames(model, summary, writer, camera, picamera, video, top_k, min_conf
     start, index = time.perf_counter(), 0
     try:
         for index, frame in enumerate(_frames(camera, picamera, video), start=1):
-            t = time.perf_counter()
-            scores = model.predict(preprocess(frame, model.info.spec))
-            summary.invoke_s += time.perf_counter() - t
-            label, p, top = clf.decide(scores, model.info.labels, top_k, min_confidence)
+            label, p, top = clf.classify(model, preprocess(frame, model.info.spec), summary,
+                                         top_k, min_confidence)
             result = clf.Result(f"frame {index}", label, p, top)
             summary.add(result)
             summary.wall_s = time.perf_counter() - start
             writer.write(result)
             fps = index / summary.wall_s
-            if index % every == 0 or index == 1:
+            report = index % every == 0 or index == 1
+            if report:
                 click.echo(result.line() + f"\t{fps:.1f} FPS")
-                if save_dir:
-                    sources.save_frame(sources.overlay(frame, f"{label} {p:.2f}", fps),
-                                       os.path.join(save_dir, f"frame_{index:06d}.jpg"))
-            if window and not sources.show(sources.overlay(frame, f"{label} {p:.2f}", fps)):
-                break
+            if window or (report and save_dir):  # draw the overlay once, only when used
+                annotated = sources.overlay(frame, f"{label} {p:.2f}", fps)
+                if report and save_dir:
+                    sources.save_frame(annotated, os.path.join(save_dir, f"frame_{index:06d}.jpg"))
+                if window and not sources.show(annotated):
+                    break
             if max_frames and index >= max_frames:
                 break
     except sources.SourceError as err:

@@ -114,6 +114,10 @@ class Model:
         self.invoke()
         return self.get_scores()
 
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for each of (N, H, W, 3) preprocessed images, one invoke each."""
+        return np.stack([self.predict(img) for img in images])
+
 
 def load_model(path: str | os.PathLike, num_threads: int | None = None,
                runtime: str | None = None) -> Model:

@@ -96,6 +96,23 @@ def load_image(path: str | os.PathLike, spec: InputSpec | None = None) -> np.nda
         raise ImageError(f"cannot decode image: {err}") from None
 
 
+def load_batch(paths, spec: InputSpec) -> tuple[np.ndarray, list[int], list[str]]:
+    """Decode and preprocess many files: (N, H, W, 3) uint8, indices of the decoded ones,
+    and one 'path: reason' line per file that failed (the others go on).
+
+    `paths` may be any iterable, e.g. wrapped in a progress bar by the caller.
+    """
+    images, kept, failures = [], [], []
+    for i, path in enumerate(paths):
+        try:
+            images.append(preprocess(load_image(path, spec), spec))
+            kept.append(i)
+        except ImageError as err:
+            failures.append(f"{path}: {err}")
+    pixels = np.stack(images) if images else np.zeros((0, spec.height, spec.width, 3), np.uint8)
+    return pixels, kept, failures
+
+
 def preprocess(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Resize an RGB uint8 image to the model's input: (height, width, 3) uint8.
 

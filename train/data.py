@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import logging
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hemalite.contract import ImageError, InputSpec, is_image_name, load_image, preprocess
+from hemalite.contract import InputSpec, is_image_name, load_batch
 from hemalite.files import atomic_path
 
-log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
@@ -118,19 +116,10 @@ def read_manifest(path: str | os.PathLike, labels) -> list[Sample]:
 
 def load_pixels(root: str | os.PathLike, samples: list[Sample], spec: InputSpec,
                 progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decode and preprocess every sample: (N, H, W, 3) uint8 pixels, labels, failures.
-
-    A file that cannot be decoded is named in `failures` and left out; the run goes on.
-    """
+    """Pixels and labels of samples under root; undecodable files are named, not fatal."""
     from tqdm import tqdm
 
-    images, labels, failures = [], [], []
-    for s in tqdm(samples, desc="loading images", unit="img", disable=not progress):
-        try:
-            images.append(preprocess(load_image(Path(root, s.path), spec), spec))
-            labels.append(s.label)
-        except ImageError as err:
-            failures.append(f"{s.path}: {err}")
-    if not images:
-        return np.zeros((0, spec.height, spec.width, 3), np.uint8), np.zeros(0, int), failures
-    return np.stack(images), np.asarray(labels, int), failures
+    paths = tqdm([Path(root, s.path) for s in samples], desc="loading images", unit="img",
+                 disable=not progress)
+    x, kept, failures = load_batch(paths, spec)
+    return x, np.array([samples[i].label for i in kept], dtype=int), failures

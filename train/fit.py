@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -142,7 +141,7 @@ def save_keras(model, path: Path) -> None:
 
 
 def prepare_splits(cfg: TrainConfig, run: Path):
-    """Scan, split and write manifests (reusing existing ones on resume)."""
+    """Scan, split and write manifests (deterministic: a resumed run rewrites the same)."""
     samples, labels, skipped = data.scan_dataset(cfg.data_dir)
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
     splits, dup_groups = data.split_dataset(samples, fractions, cfg.seed)
@@ -197,7 +196,6 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
     if pretrained:
         # Phase 1: the head on cached features of the frozen backbone.
         head_path = run / "checkpoints" / "head.weights.h5"
-        models.freeze_batchnorm(backbone)
         head_history = run / "checkpoints" / "head_history.json"
         if head_path.exists() and head_history.exists():
             head.load_weights(head_path)
