@@ -1,0 +1,176 @@
+"""What another lab changes, as image transforms: the audit's shifts and training's jitter.
+
+Each shift is a pure function `(rgb uint8, value) -> rgb uint8` of the same size, named for
+what a lab changes: lamp brightness, contrast, stain hue, saturation, focus, JPEG quality,
+magnification, slide orientation. The audit (hemalite.benchmarks.audit) applies them at
+fixed strengths; training (hemalite.train.fit) draws random strengths from wider ranges so
+that the model sees the acquisition variety of other microscopes. The ablations erase the
+leukocytes (or everything else) to test what the model decides from. numpy + Pillow only.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from hemalite.cells import leukocyte_mask
+
+
+def _pil(rgb: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+
+
+def brightness(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """A brighter or dimmer lamp: every pixel times `factor` (clipped)."""
+    return np.asarray(ImageEnhance.Brightness(_pil(rgb)).enhance(factor))
+
+
+def contrast(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """Contrast scaled about the mean grey (Pillow's definition)."""
+    return np.asarray(ImageEnhance.Contrast(_pil(rgb)).enhance(factor))
+
+
+def saturation(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """Colour saturation scaled (a paler or stronger stain)."""
+    return np.asarray(ImageEnhance.Color(_pil(rgb)).enhance(factor))
+
+
+def hue(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """Stain hue rotated by `degrees` in HSV (another stain batch or camera white balance)."""
+    hsv = np.array(_pil(rgb).convert("HSV"))
+    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + round(degrees / 360.0 * 256)) % 256
+    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+
+
+def blur(rgb: np.ndarray, radius: float) -> np.ndarray:
+    """Gaussian blur of `radius` pixels: slight defocus."""
+    return np.asarray(_pil(rgb).filter(ImageFilter.GaussianBlur(radius)))
+
+
+def jpeg(rgb: np.ndarray, quality: float) -> np.ndarray:
+    """Re-encoded as JPEG at `quality` (a camera or PACS that compresses hard)."""
+    buffer = io.BytesIO()
+    _pil(rgb).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def magnification(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """Another objective: > 1 enlarges the centre, < 1 shrinks the image and mirrors it out.
+
+    Mirroring (not a flat border) stands in for the wider field a lower magnification sees.
+    """
+    h, w = rgb.shape[:2]
+    if factor >= 1:
+        ch, cw = max(1, round(h / factor)), max(1, round(w / factor))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = _pil(rgb[top:top + ch, left:left + cw])
+        return np.asarray(crop.resize((w, h), Image.BILINEAR))
+    sh, sw = max(1, round(h * factor)), max(1, round(w * factor))
+    small = np.asarray(_pil(rgb).resize((sw, sh), Image.BILINEAR))
+    top, left = (h - sh) // 2, (w - sw) // 2
+    padded = np.pad(small, ((top, h - sh - top), (left, w - sw - left), (0, 0)), mode="symmetric")
+    return padded
+
+
+def rotation(rgb: np.ndarray, degrees: float) -> np.ndarray:
+    """The slide turned by a multiple of 90 degrees (no interpolation, no border)."""
+    return np.ascontiguousarray(np.rot90(rgb, k=int(round(degrees / 90.0)) % 4))
+
+
+SHIFTS = {"brightness": brightness, "contrast": contrast, "saturation": saturation,
+          "hue": hue, "blur": blur, "jpeg": jpeg, "magnification": magnification,
+          "rotation": rotation}
+
+# The audit's fixed strengths: what a different lab plausibly brings (and the levels the
+# first bundled model was measured at). Each entry: (shift, value).
+AUDIT_SHIFTS = (("brightness", 1.2), ("brightness", 0.85), ("contrast", 0.8),
+                ("contrast", 1.2), ("hue", -15.0), ("hue", 15.0), ("saturation", 0.6),
+                ("blur", 1.5), ("jpeg", 30.0), ("magnification", 1.5),
+                ("magnification", 0.7), ("rotation", 90.0))
+
+# Strong versions: beyond any plausible lab, for the domain check's out-of-domain material.
+STRONG_SHIFTS = (("brightness", 1.8), ("brightness", 0.4), ("hue", 90.0), ("hue", -90.0),
+                 ("blur", 5.0), ("magnification", 3.0), ("magnification", 0.35))
+
+
+def apply_shift(rgb: np.ndarray, name: str, value: float) -> np.ndarray:
+    """Apply one named shift; raises KeyError naming the known shifts."""
+    if name not in SHIFTS:
+        raise KeyError(f"unknown shift {name!r} (known: {', '.join(SHIFTS)})")
+    return SHIFTS[name](rgb, value)
+
+
+def shift_name(name: str, value: float) -> str:
+    """'brightness x1.2', 'hue +15', 'jpeg q30' ...: how reports label a shift."""
+    if name in ("hue", "rotation"):
+        return f"{name} {value:+g}"
+    if name == "jpeg":
+        return f"jpeg q{value:g}"
+    if name == "blur":
+        return f"blur r{value:g}"
+    return f"{name} x{value:g}"
+
+
+# ----------------------------------------------------------------------------- training jitter
+# Ranges wider than the audit's levels, so the audit measures generalisation, not memory.
+JITTER = {"brightness": (0.7, 1.35), "contrast": (0.7, 1.3), "saturation": (0.5, 1.4),
+          "hue": (-22.0, 22.0), "magnification": (0.6, 1.7)}
+BLUR_RADIUS = (0.3, 2.0)
+JPEG_QUALITY = (20, 90)
+
+
+def random_acquisition(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random acquisition: each shift with probability 1/2, random strength, random order.
+
+    Used by training on every image of every epoch (the audit never draws from here).
+    """
+    steps = [(name, rng.uniform(*bounds)) for name, bounds in JITTER.items()]
+    steps.append(("blur", rng.uniform(*BLUR_RADIUS)))
+    steps.append(("jpeg", rng.integers(*JPEG_QUALITY)))
+    out = rgb
+    for i in rng.permutation(len(steps)):
+        if rng.random() < 0.5:
+            out = apply_shift(out, *steps[i])
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------- ablations
+def background_colour(rgb: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The median colour outside the leukocyte mask (the slide's own background)."""
+    mask = leukocyte_mask(rgb) if mask is None else mask
+    outside = rgb[~mask] if (~mask).any() else rgb.reshape(-1, 3)
+    return np.median(outside, axis=0).astype(np.uint8)
+
+
+def erase_leukocytes(rgb: np.ndarray) -> np.ndarray:
+    """Every stained leukocyte painted over with the background colour: background only."""
+    mask = leukocyte_mask(rgb)
+    out = rgb.copy()
+    out[mask] = background_colour(rgb, mask)
+    return out
+
+
+def only_leukocytes(rgb: np.ndarray) -> np.ndarray:
+    """Everything but the leukocytes painted over with the background colour."""
+    mask = leukocyte_mask(rgb)
+    out = rgb.copy()
+    out[~mask] = background_colour(rgb, mask)
+    return out
+
+
+def annotation_box(height: int, width: int) -> tuple[slice, slice]:
+    """The bottom-right corner where the dataset's scale-bar annotation sits (14 % x 22 %)."""
+    return slice(height - round(0.14 * height), height), slice(width - round(0.22 * width), width)
+
+
+def mask_annotation(rgb: np.ndarray) -> np.ndarray:
+    """The scale-bar corner painted over with the background colour."""
+    out = rgb.copy()
+    out[annotation_box(*rgb.shape[:2])] = background_colour(rgb)
+    return out
+
+
+ABLATIONS = {"leukocytes erased": erase_leukocytes, "leukocytes only": only_leukocytes,
+             "annotation masked": mask_annotation}

@@ -1,0 +1,110 @@
+"""The leukocyte mask on real smears, and the audit's shifts and ablations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hemalite import cells, shifts
+from tests.conftest import SHARED_DATA
+
+# Leukocytes counted by eye on these images (touching cells would merge into one blob, so
+# these were chosen with the cells apart; platelets and specks are not counted).
+COUNTED_BY_EYE = {
+    "Early/WBC-Malignant-Early-010.jpg": 4,
+    "Pre/WBC-Malignant-Pre-010.jpg": 1,  # and one dark speck, which is not a leukocyte
+    "Pro/WBC-Malignant-Pro-010.jpg": 4,
+    "Pro/WBC-Malignant-Pro-072.jpg": 5,
+}
+
+
+def real(name: str) -> np.ndarray:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("name,count", COUNTED_BY_EYE.items())
+def test_find_cells_matches_a_count_by_eye(name, count):
+    assert len(cells.find_cells(real(name))) == count
+
+
+def test_mask_covers_the_stain_not_the_slide_nor_the_scale_bar():
+    rgb = real("Early/WBC-Malignant-Early-010.jpg")
+    mask = cells.leukocyte_mask(rgb)
+    assert 0.03 < mask.mean() < 0.4
+    score = cells.stain_score(rgb)
+    assert score[mask].mean() > score[~mask].mean() + 40  # purple inside, pale outside
+    assert not mask[shifts.annotation_box(*mask.shape)].any()  # red / black ink is not stain
+
+
+def test_blank_and_red_ink_images_have_no_leukocyte():
+    white = np.full((64, 64, 3), 245, np.uint8)
+    red_ink = white.copy()
+    red_ink[20:24, 10:50] = (220, 30, 40)
+    for rgb in (white, red_ink):
+        assert not cells.leukocyte_mask(rgb).any()
+        assert cells.find_cells(rgb) == []
+
+
+def test_neutralised_image_keeps_cells_and_greys_the_rest():
+    rgb = real("Pro/WBC-Malignant-Pro-010.jpg")
+    out = cells.neutralise_background(rgb)
+    mask = cells.soft_mask(rgb)
+    assert np.all(out[mask == 0] == cells.BACKGROUND)
+    np.testing.assert_array_equal(out[mask == 1], rgb[mask == 1])
+
+
+def _image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    rgb = np.full((64, 64, 3), (230, 215, 235), np.uint8)
+    rgb[20:40, 20:40] = (120, 60, 200)  # a purple "nucleus"
+    return np.clip(rgb + rng.normal(0, 6, rgb.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name,value", shifts.AUDIT_SHIFTS + shifts.STRONG_SHIFTS)
+def test_each_shift_is_deterministic_and_keeps_the_size(name, value):
+    rgb = _image()
+    a, b = shifts.apply_shift(rgb, name, value), shifts.apply_shift(rgb, name, value)
+    assert a.shape == rgb.shape and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, rgb)
+
+
+def test_each_shift_changes_pixels_the_way_its_name_says():
+    rgb = _image()
+    grey = lambda a: a.astype(float).mean()  # noqa: E731
+    assert grey(shifts.brightness(rgb, 1.2)) > grey(rgb) > grey(shifts.brightness(rgb, 0.85))
+    assert shifts.contrast(rgb, 0.8).std() < rgb.std() < shifts.contrast(rgb, 1.2).std()
+    spread = lambda a: (a.max(-1).astype(int) - a.min(-1)).mean()  # noqa: E731
+    assert spread(shifts.saturation(rgb, 0.6)) < spread(rgb)
+    # purple (hue ~260 deg) turned -15 deg loses red, turned +15 deg gains red
+    nucleus = (slice(25, 35), slice(25, 35), 0)
+    assert shifts.hue(rgb, -15)[nucleus].mean() < rgb[nucleus].mean() < shifts.hue(rgb, 15)[nucleus].mean()
+    edges = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    assert edges(shifts.blur(rgb, 1.5)) < edges(rgb)
+    assert np.abs(shifts.jpeg(rgb, 30).astype(int) - rgb).mean() > 0.5
+    # magnification 1.5: the centred square grows; 0.7: it shrinks
+    area = lambda a: (cells.stain_score(a) > 60).mean()  # noqa: E731
+    assert area(shifts.magnification(rgb, 1.5)) > area(rgb) > area(shifts.magnification(rgb, 0.7))
+    np.testing.assert_array_equal(shifts.rotation(rgb, 90), np.rot90(rgb))
+
+
+def test_ablations_erase_what_they_say():
+    rgb = real("Early/WBC-Malignant-Early-010.jpg")
+    assert cells.find_cells(shifts.erase_leukocytes(rgb)) == []
+    only = shifts.only_leukocytes(rgb)
+    mask = cells.leukocyte_mask(rgb)
+    np.testing.assert_array_equal(only[mask], rgb[mask])
+    assert len(np.unique(only[~mask].reshape(-1, 3), axis=0)) == 1
+    corner = shifts.mask_annotation(rgb)[shifts.annotation_box(*rgb.shape[:2])]
+    assert len(np.unique(corner.reshape(-1, 3), axis=0)) == 1
+
+
+def test_random_acquisition_varies_but_keeps_the_image():
+    rgb = _image()
+    rng = np.random.default_rng(1)
+    outs = [shifts.random_acquisition(rgb, rng) for _ in range(5)]
+    assert all(o.shape == rgb.shape and o.dtype == np.uint8 for o in outs)
+    assert len({o.tobytes() for o in outs}) > 1
