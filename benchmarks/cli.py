@@ -34,6 +34,9 @@ def bench_options(fn):
         click.option("--runs", type=int, default=50, show_default=True, help="Timed invokes."),
         click.option("--warmup", type=int, default=5, show_default=True, help="Warm-up invokes."),
         click.option("--limit", type=int, default=0, help="Use at most N images (0 = all)."),
+        click.option("--audit/--no-audit", default=True, show_default=True,
+                     help="Also audit each .tflite: accuracy under another lab's shifts, with "
+                          "the leukocytes erased or alone, and where its heatmap looks."),
         click.option("--progress/--no-progress", default=True, show_default=True),
         click.option("--verbose", is_flag=True),
     ]
@@ -103,7 +106,7 @@ def load_images(models, data_dir, manifest, data_root, limit):
 
 
 def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, limit, progress,
-         verbose, keras_too):
+         verbose, keras_too, audit=True):
     setup_logging(verbose)
     if importlib.util.find_spec("sklearn") is None:
         raise BenchError("benchmarks need the bench extra: pip install 'hemalite[bench]'")
@@ -113,7 +116,7 @@ def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, lim
     x, y, files, labels, source = load_images(models, data_dir, manifest, data_root, limit)
     thread_list = tuple(int(t) for t in threads.split(","))
     report = run_benchmark(models, x, y, files, labels, thread_list, runs, warmup, source,
-                           progress)
+                           progress, audit)
     written = write_report(report, out)
     click.echo(headline(report))
     click.echo("wrote " + ", ".join(str(p) for p in written))

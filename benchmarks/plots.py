@@ -50,6 +50,47 @@ def reliability_plot(report: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def audit_plot(report: dict, path: Path) -> Path:
+    """Accuracy per audit input (shifts and ablations), one bar per variant."""
+    audited = [r for r in report["models"] if r.get("audit")]
+    names = list(audited[0]["audit"])
+    width = 0.8 / len(audited)
+    fig, ax = plt.subplots(figsize=(max(7, 0.55 * len(names) * max(1, len(audited) / 2)), 4.5))
+    for i, r in enumerate(audited):
+        acc = [100 * r["audit"][n]["accuracy"] for n in names]
+        ax.bar(np.arange(len(names)) + i * width, acc, width, label=r["variant"])
+    ax.axhline(97, color="k", lw=0.8, ls="--", label="97 %")
+    ax.set_xticks(np.arange(len(names)) + width * (len(audited) - 1) / 2, names,
+                  rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title="Audit: accuracy per input")
+    ax.legend(fontsize=8, loc="lower left")
+    return _save(fig, path)
+
+
+def domain_plot(report: dict, path: Path) -> Path:
+    """Left: coverage vs accuracy over the confidence floor and the domain threshold (first
+    checked variant). Right: the domain score of in-domain test images against each OOD kind."""
+    r = next(r for r in report["models"] if r.get("domain"))
+    d = r["domain"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, points in d["curves"].items():
+        pts = [(p["coverage"], p["accuracy"]) for p in points if p["accuracy"] is not None]
+        left.plot(*zip(*pts), ".-", label=f"over {name.replace('_', ' ')}")
+    left.set(xlabel="coverage (share accepted)", ylabel="accuracy on accepted",
+             title=f"{r['variant']}: coverage / accuracy, test split")
+    left.legend(fontsize=8)
+    groups = {"test split (in domain)": d["test"]["scores"]}
+    groups.update({k: v["scores"] for k, v in d["ood"].items() if v["scores"]})
+    top = max(max(v) for v in groups.values() if v)
+    bins = np.linspace(0, top, 40)
+    for name, scores in groups.items():
+        right.hist(scores, bins=bins, alpha=0.5, density=True, label=name)
+    right.axvline(d["threshold"], color="k", ls="--", label="threshold")
+    right.set(xlabel="domain feature score", ylabel="density", title="Domain score")
+    right.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def all_plots(report: dict, out: Path) -> list[Path]:
     labels = report["data"]["labels"]
     by = {r["variant"]: r for r in report["models"]}
@@ -60,4 +101,8 @@ def all_plots(report: dict, out: Path) -> list[Path]:
     made = [confusion, reliability_plot(report, out / "reliability.png")]
     if any(r.get("latency") for r in report["models"]):
         made.insert(1, latency_plot(report, out / "latency.png"))
+    if any(r.get("audit") for r in report["models"]):
+        made.append(audit_plot(report, out / "audit.png"))
+    if any(r.get("domain") for r in report["models"]):
+        made.append(domain_plot(report, out / "domain.png"))
     return made

@@ -39,11 +39,26 @@ def variant_of(path: str) -> str:
 
 def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[str], labels,
                   threads=(1, 2), runs: int = 50, warmup: int = 5, source: str = "",
-                  progress: bool = True) -> dict:
-    """Measure every model; the float32 .tflite (else Keras) is the accuracy reference."""
+                  progress: bool = True, audit: bool = True) -> dict:
+    """Measure every model; the float32 .tflite (else Keras) is the accuracy reference.
+
+    With `audit`, every .tflite is also audited (hemalite.benchmarks.audit): shifts,
+    leukocyte ablation and heatmap mass, on the same images.
+    """
     from tqdm import tqdm
 
+    from hemalite.benchmarks import audit as audits
     from hemalite.benchmarks import measure
+
+    sets = audits.shifted_sets(x) if audit else None
+    ood_images = None
+    if audit:
+        from hemalite.benchmarks import ood
+        from hemalite.metadata import read_model_info
+
+        spec = read_model_info(next(m for m in models if m.endswith(".tflite"))).spec
+        ood_images = ood.ood_sets(x, spec)
+        malignant = tuple(i for i, name in enumerate(labels) if name.lower() != "benign")
 
     rows, probs = [], {}
     steps = tqdm(total=len(models), desc="benchmarking", unit="model", disable=not progress)
@@ -63,6 +78,10 @@ def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[s
             row["end_to_end"] = measure.end_to_end(path, files, max(threads))
             row["start"] = measure.cold_start(path, files[0], max(threads))
             probs[variant] = measure.tflite_probabilities(path, x, max(threads))
+            if sets is not None:
+                row["audit"] = audits.audit_model(path, sets, y, max(threads))
+                row["domain"] = ood.evaluate_domain(path, x, y, ood_images, malignant,
+                                                    max(threads))
         row["accuracy"] = classification_metrics(y, probs[variant], labels)
         rows.append(row)
         steps.update()
@@ -142,11 +161,71 @@ def to_markdown(report: dict, plots: list[str]) -> str:
         out.append(f"| {r['variant']} | {a['accuracy']:.4f} | {a['macro_f1']:.4f} | "
                    f"{_fmt(a['auc_ovr_macro'], '.4f')} | {a['ece']:.4f} | "
                    + " | ".join(f"{a['per_class'][c]['recall']:.4f}" for c in d["labels"]) + " |")
+    out += audit_markdown(report)
+    out += domain_markdown(report)
     out += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()]
     if plots:
         out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     out += ["", "hemalite is a research and screening aid, not a diagnosis."]
     return "\n".join(out) + "\n"
+
+
+def audit_markdown(report: dict) -> list[str]:
+    """The audit as tables: accuracy per input set and variant, then the heatmap's mass."""
+    audited = [r for r in report["models"] if r.get("audit")]
+    if not audited:
+        return []
+    out = ["", "## Audit: what the model decides from", "",
+           "Accuracy of the best guess on every image, per input (the images above, shifted "
+           "or ablated; hemalite/shifts.py). In brackets: the share the model's own checks "
+           "refer to a morphologist (no leukocyte, out of domain, low confidence).", "",
+           "| input | " + " | ".join(r["variant"] for r in audited) + " |",
+           "|---|" + "---:|" * len(audited)]
+    for name in audited[0]["audit"]:
+        cells = []
+        for r in audited:
+            a = r["audit"][name]
+            referred = sum(a["referred"].values()) / a["images"] if a["images"] else 0
+            cells.append(f"{100 * a['accuracy']:.1f} % ({100 * referred:.0f} % referred)")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out += ["", "Heatmap (the predicted class's activation map from the model's `cam` output, "
+            "positive part): share of its mass on the leukocytes (their stain mask) and on "
+            "the scale-bar corner, next to the share of the image each covers.", "",
+            "| variant | mass on leukocytes | leukocyte area | mass on annotation | annotation area |",
+            "|---|---:|---:|---:|---:|"]
+    for r in audited:
+        h = r["audit"]["as is"].get("heatmap") or {}
+        if h.get("images"):
+            out.append(f"| {r['variant']} | {h['mass_on_leukocytes']:.3f} | "
+                       f"{h['leukocyte_area']:.3f} | {h['mass_on_annotation']:.3f} | "
+                       f"{h['annotation_area']:.3f} |")
+        else:
+            out.append(f"| {r['variant']} | - (no cam output) | - | - | - |")
+    return out
+
+
+def domain_markdown(report: dict) -> list[str]:
+    """The domain check at the model's operating point: in-domain cost, OOD referrals."""
+    checked = [r for r in report["models"] if r.get("domain")]
+    if not checked:
+        return []
+    out = ["", "## Domain check: what is referred", "",
+           "At each model's recommended operating point (its stored domain threshold, set on "
+           "the validation split, and its confidence floor, `--min-confidence auto`). "
+           "Accepted as malignant = not referred and called Early, Pre or Pro.", "",
+           "| variant | threshold | floor | in-domain referred | accuracy on accepted | "
+           + " | ".join(f"{k}: referred / accepted as malignant"
+                        for k in checked[0]["domain"]["ood"]) + " |",
+           "|---|---:|---:|---:|---:|" + "---:|" * len(checked[0]["domain"]["ood"])]
+    for r in checked:
+        d = r["domain"]
+        t = d["test"]
+        cells = [f"{100 * o['referred']:.1f} % / {100 * o['accepted_as_malignant']:.1f} %"
+                 f" (n={o['images']})" for o in d["ood"].values()]
+        out.append(f"| {r['variant']} | {d['threshold']:.3f} | {d['min_confidence']:.3f} | "
+                   f"{100 * t['referred']:.1f} % | {_fmt(t['accuracy_accepted'], '.4f')} | "
+                   + " | ".join(cells) + " |")
+    return out
 
 
 def write_report(report: dict, out: str | os.PathLike) -> list[Path]:

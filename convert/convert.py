@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hemalite import DISCLAIMER, __version__
+from hemalite import domain as dom
 from hemalite.contract import InputSpec, is_image_name, load_batch
 from hemalite.files import read_json, write_bytes, write_json
 from hemalite.metadata import ModelInfo, associated_files, build_metadata, zip_onto
@@ -25,6 +26,7 @@ from hemalite.train import data
 
 log = logging.getLogger(__name__)
 VARIANTS = ("float32", "float16", "dynamic", "int8")
+OUTPUTS = ("probability", "domain", "cam")  # in this order in every .tflite
 CITATION = ("Data: Aria M, Ghaderzadeh M, Bashash D, Abolghasemi H, Asadi F, Hosseini A. "
             "Acute Lymphoblastic Leukemia (ALL) image dataset. Kaggle, 2021. "
             "doi:10.34740/KAGGLE/DSV/2175623. Ghaderzadeh M et al. Int J Intell Syst. "
@@ -47,6 +49,8 @@ class ConvertConfig:
     threshold: float = 0.97  # min int8 top-1 agreement with Keras
     force: bool = False
     seed: int = 0
+    domain_dims: int = 64  # whitened feature dimensions of the domain check
+    domain_acceptance: float = 0.99  # share of validation images the domain check accepts
 
     @property
     def out_dir(self) -> Path:
@@ -148,6 +152,60 @@ def export_saved_model(model, directory: str) -> None:
     model.export(directory, format="tf_saved_model", verbose=False)
 
 
+def has_backbone(model) -> bool:
+    from hemalite.train.model import BACKBONE
+
+    return BACKBONE in {layer.name for layer in model.layers}
+
+
+def export_model(model, projection: tuple[np.ndarray, np.ndarray] | None = None):
+    """The graph a .tflite computes, as a Keras model with named outputs.
+
+    Always `probability` (first: MediaPipe and TFLite Support clients read that one). A
+    MobileNetV2 run with a fitted domain projection adds `domain` (whitened pooled
+    features, hemalite.domain) and `cam` (the class-activation maps: the last feature map
+    times the head's weights, flattened rows x columns x classes), so heatmaps and the
+    domain check cost no second model and no gradients.
+    """
+    import keras
+
+    from hemalite.train.model import BACKBONE
+
+    if projection is None or not has_backbone(model):
+        return keras.Model(model.inputs, {"probability": model.outputs[0]})
+    names = {layer.name for layer in model.layers}
+    backbone = model.get_layer(BACKBONE)
+    dense = model.get_layer("head").get_layer("probability")
+    maps = keras.Model(backbone.inputs, [backbone.get_layer("out_relu").output, backbone.output])
+    pixels = keras.Input(model.input_shape[1:], name="image")
+    x = pixels
+    for name in ("ground", "scale"):
+        if name in names:
+            x = model.get_layer(name)(x)
+    fmap, pooled = maps(x)
+    weights, bias = projection
+    cam = keras.ops.einsum("bhwc,ck->bhwk", fmap, dense.kernel) + dense.bias
+    rows, cols, classes = fmap.shape[1], fmap.shape[2], dense.kernel.shape[-1]
+    return keras.Model(pixels, {
+        "probability": dense(pooled),
+        "domain": keras.ops.matmul(pooled, weights) + bias,
+        "cam": keras.ops.reshape(cam, (-1, rows * cols * classes))})
+
+
+def fit_domain(run: Run, cfg: ConvertConfig) -> tuple[tuple, np.ndarray, dict]:
+    """Fit the domain check on the training split: ((W, b), class means, cell ranges)."""
+    from hemalite.train.model import feature_extractor
+
+    x, y, _ = data.load_pixels(run.data_dir, run.samples("train"), run.spec, progress=False)
+    features = feature_extractor(run.model).predict(x.astype(np.float32), batch_size=32,
+                                                    verbose=0)
+    weights, bias, means = dom.fit_whitening(features, y, cfg.domain_dims)
+    measures = [dom.cell_measures(img) for img in x]
+    ranges = dom.fit_ranges(measures)
+    ranges["leukocytes"] = dom.stained_share(measures) >= 0.98  # smears, not colour tests
+    return (weights, bias), means, ranges
+
+
 def convert_variant(saved_model: str, variant: str, calib: np.ndarray | None = None,
                     io: str = "uint8", per_channel: bool = True, pin: bool = True) -> bytes:
     """One TFLite flatbuffer: float32, float16 weights, dynamic-range, or full-integer int8."""
@@ -185,6 +243,7 @@ def embed_metadata(model: bytes, info: ModelInfo) -> bytes:
     from tensorflow.lite.python import schema_py_generated as schema
 
     tflite = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    order_outputs(tflite, info.outputs)
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(build_metadata(info), dtype=np.uint8)
     tflite.buffers.append(buffer)
@@ -198,7 +257,23 @@ def embed_metadata(model: bytes, info: ModelInfo) -> bytes:
     return zip_onto(bytes(builder.Output()), associated_files(info))
 
 
-def model_info(run: Run, variant: str, calibration: dict | None) -> ModelInfo:
+def order_outputs(tflite, names: tuple[str, ...]) -> None:
+    """Put the subgraph's outputs in `names` order (the converter sorts them by name).
+
+    The signature keeps every output's name, so this only changes positions: the one the
+    metadata (and so MediaPipe) expects, probability first.
+    """
+    if not tflite.signatureDefs:
+        return
+    by_name = {m.name.decode(): m.tensorIndex for m in tflite.signatureDefs[0].outputs}
+    if set(by_name) != set(names):
+        raise ConvertError(f"model outputs {sorted(by_name)} do not match {list(names)}")
+    tflite.subgraphs[0].outputs = [by_name[n] for n in names]
+    tflite.signatureDefs[0].outputs.sort(key=lambda m: names.index(m.name.decode()))
+
+
+def model_info(run: Run, variant: str, calibration: dict | None, outputs=("probability",),
+               files: dict | None = None) -> ModelInfo:
     arch = run.config.get("arch", "mobilenetv2")
     extra = {"variant": variant, "arch": arch, "alpha": run.config.get("alpha"),
              "trained_on": os.path.basename(os.path.normpath(run.data_dir))}
@@ -208,7 +283,8 @@ def model_info(run: Run, variant: str, calibration: dict | None) -> ModelInfo:
         labels=run.labels, spec=run.spec, name=f"hemalite {arch} ({variant})",
         description=("Classifies peripheral blood smear images as " + ", ".join(run.labels)
                      + ". " + DISCLAIMER + " " + CITATION),
-        version=__version__, author="hemalite", license="Apache-2.0", extra=extra)
+        version=__version__, author="hemalite", license="Apache-2.0", extra=extra,
+        outputs=tuple(outputs), files=dict(files or {}))
 
 
 def keras_probabilities(run: Run, x: np.ndarray) -> np.ndarray:
@@ -248,33 +324,74 @@ def format_table(rows: list[dict], n: int, split: str) -> str:
     return "\n".join(lines)
 
 
-def convert(cfg: ConvertConfig) -> dict:
-    """Convert, embed metadata, verify: {'rows', 'table', 'failed', 'paths', 'calibration'}."""
-    run = load_run(cfg.run_dir)
-    out = cfg.out_dir
+def domain_check(path: Path, x: np.ndarray, y: np.ndarray, means: np.ndarray, ranges: dict,
+                 acceptance: float) -> dom.DomainCheck:
+    """Set the domain threshold and the confidence floor from this variant's own outputs on
+    validation images (int8 features are not float features: each variant gets its own)."""
+    from hemalite.edge.runtime import load_model
+
+    model = load_model(path)
+    probs, z = [], []
+    for image in x:
+        probs.append(model.predict(image))
+        z.append(model.get_output("domain"))
+    probs = np.array(probs)
+    scores = dom.feature_score(np.array(z), means)
+    ranges = dict(ranges)
+    leukocytes = ranges.pop("leukocytes")
+    return dom.DomainCheck(
+        means=np.round(means, 5).tolist(), threshold=float(np.quantile(scores, acceptance)),
+        acceptance=acceptance, ranges=ranges, leukocytes=leukocytes,
+        min_confidence=dom.recommend_floor(probs.max(1), probs.argmax(1) == y))
+
+
+def _writable(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-")
         probe.close()
     except OSError as err:
         raise ConvertError(f"cannot write to {out}: {err.strerror}") from None
+    return out
+
+
+def convert(cfg: ConvertConfig) -> dict:
+    """Convert, embed metadata and the domain check, verify:
+    {'rows', 'table', 'failed', 'paths', 'calibration'}."""
+    run = load_run(cfg.run_dir)
+    out = _writable(cfg.out_dir)
     calib, calibration = (None, None)
     if "int8" in cfg.variants:
         calib, calibration = calibration_images(run, cfg)
         for line in calibration["skipped"]:
             log.warning("calibration image skipped: %s", line)
+    projection = means = ranges = None
+    if has_backbone(run.model):
+        log.info("fitting the domain check on the training split")
+        projection, means, ranges = fit_domain(run, cfg)
+    exported = export_model(run.model, projection)
+    outputs = OUTPUTS if projection is not None else OUTPUTS[:1]
+    x_val, y_val, _ = data.load_pixels(run.data_dir, run.samples("val"), run.spec,
+                                       progress=False)
     paths = {}
     with tempfile.TemporaryDirectory() as tmp:
-        export_saved_model(run.model, tmp)
+        export_saved_model(exported, tmp)
         for variant in [v for v in VARIANTS if v in cfg.variants]:
             log.info("converting %s", variant)
             flat = convert_variant(tmp, variant, calib, cfg.io)
-            flat = embed_metadata(flat, model_info(run, variant,
-                                                   calibration if variant == "int8" else None))
+            info = model_info(run, variant, calibration if variant == "int8" else None, outputs)
             paths[variant] = out / f"model_{variant}.tflite"
-            write_bytes(paths[variant], flat)
-    samples = run.samples(cfg.verify_split)
-    x, y, _ = data.load_pixels(run.data_dir, samples, run.spec, progress=False)
+            write_bytes(paths[variant], embed_metadata(flat, info))
+            if means is not None:
+                check = domain_check(paths[variant], x_val, y_val, means, ranges,
+                                     cfg.domain_acceptance)
+                info = dataclasses.replace(info, files={dom.DOMAIN_FILE: check.to_bytes()})
+                write_bytes(paths[variant], embed_metadata(flat, info))
+    if cfg.verify_split == "val":
+        x, y = x_val, y_val
+    else:
+        x, y, _ = data.load_pixels(run.data_dir, run.samples(cfg.verify_split), run.spec,
+                                   progress=False)
     rows = verify(paths, run, x, y)
     failed = [r for r in rows if r["variant"] == "int8" and r["top1_agreement"] < cfg.threshold]
     if failed and not cfg.force:

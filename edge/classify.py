@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from hemalite.contract import ImageError, InputSpec, load_image, preprocess
+from hemalite.edge.assess import assess, heatmap_panel
 from hemalite.edge.runtime import Model, top_k
 from hemalite.edge.sources import display_name
 from hemalite.metrics import confusion_matrix
 
-REFER = "REFER"  # below --min-confidence: send to a morphologist
+REFER = "REFER"  # send to a morphologist; `reason` says why
 
 
 @dataclass
@@ -32,13 +33,22 @@ class Result:
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
     truth: str | None = None  # the ground-truth folder name, when there is one
+    reason: str | None = None  # why REFER: no-leukocyte, out-of-domain, low-confidence
+    detail: str = ""  # the numbers behind the reason
+
+    @property
+    def guess(self) -> str | None:
+        """The model's best class, also for a REFER."""
+        return self.top[0][0] if self.top else None
 
     def line(self) -> str:
         if self.error:
             return f"{self.source}: ERROR {self.error}"
         others = ", ".join(f"{name} {p:.3f}" for name, p in self.top[1:])
-        return (f"{self.source}\t{self.label}\t{self.probability:.3f}"
-                + (f"\t({others})" if others else ""))
+        text = f"{self.source}\t{self.label}\t{self.probability:.3f}"
+        if self.reason:
+            text += f"\t{self.reason}: {self.detail} (best guess {self.guess} {self.probability:.3f})"
+        return text + (f"\t({others})" if others else "")
 
 
 def decide(scores: np.ndarray, labels, k: int = 1, min_confidence: float = 0.0):
@@ -47,6 +57,15 @@ def decide(scores: np.ndarray, labels, k: int = 1, min_confidence: float = 0.0):
     top = [(labels[i], p) for i, p in best]
     label, p = top[0]
     return (REFER if p < min_confidence else label), p, top
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What decides REFER besides the label: the floor, the domain check, heatmaps."""
+
+    min_confidence: float = 0.0
+    domain_check: bool = True
+    heatmap_dir: str | None = None  # write image | heatmap | outline panels here
 
 
 def ground_truth(path: str, labels) -> str | None:
@@ -64,6 +83,7 @@ class Summary:
     failed: int = 0
     refer: int = 0
     counts: collections.Counter = field(default_factory=collections.Counter)
+    reasons: collections.Counter = field(default_factory=collections.Counter)
     truth: list[int] = field(default_factory=list)
     predicted: list[int] = field(default_factory=list)
     invoke_s: float = 0.0
@@ -77,6 +97,8 @@ class Summary:
             return
         self.counts[r.label] += 1
         self.refer += r.label == REFER
+        if r.reason:
+            self.reasons[r.reason] += 1
         if r.truth is not None and r.label != REFER:
             self.truth.append(self.labels.index(r.truth))
             self.predicted.append(self.labels.index(r.label))
@@ -90,8 +112,9 @@ class Summary:
             if self.truth else None
 
     def text(self) -> str:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
         lines = [f"{self.n} inputs: {self.classified} classified, {self.failed} failed, "
-                 f"{self.refer} REFER (below --min-confidence, for a morphologist)"]
+                 f"{self.refer} REFER (for a morphologist{': ' + why if why else ''})"]
         lines.append("per class: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
         if self.truth:
             lines.append(f"accuracy {self.accuracy():.4f} on {len(self.truth)} images with "
@@ -110,26 +133,56 @@ class Summary:
 
 
 def classify(model: Model, pixels: np.ndarray, summary: Summary, k: int = 1,
-             min_confidence: float = 0.0):
-    """One preprocessed image -> (label or REFER, probability, top-k); invoke time counted."""
+             checks: Checks = Checks(), source: str = "", rgb: np.ndarray | None = None
+             ) -> Result:
+    """One preprocessed image -> a Result (label or REFER with its reason); invoke timed.
+
+    With checks.heatmap_dir, the image (`rgb`, else the model-size pixels), its heatmap and
+    the leukocyte outline are written there side by side, named after `source`.
+    """
     start = time.perf_counter()
-    scores = model.predict(pixels)
+    a = assess(model, pixels, checks.min_confidence, checks.domain_check)
     summary.invoke_s += time.perf_counter() - start
-    return decide(scores, model.info.labels, k, min_confidence)
+    label, p, top = decide(a.probabilities, model.info.labels, k)
+    result = Result(source, REFER if a.reason else label, p, top, reason=a.reason,
+                    detail=a.detail)
+    if checks.heatmap_dir and a.cam is not None:
+        save_heatmap(checks.heatmap_dir, source, rgb if rgb is not None else pixels, pixels,
+                     a.cam, int(np.argmax(a.probabilities)))
+    return result
 
 
-def _decode(path: str, spec: InputSpec):
+def save_heatmap(folder: str, source: str, rgb: np.ndarray, pixels: np.ndarray,
+                 cam: np.ndarray, label: int) -> str:
+    """Write the image | heatmap | outline panel as PNG; returns its path."""
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(source))[0] or "image"
+    path = os.path.join(folder, f"{stem}.heatmap.png")
+    n = 1
+    while os.path.exists(path):  # two inputs with one name in different folders
+        path = os.path.join(folder, f"{stem}.{n}.heatmap.png")
+        n += 1
+    Image.fromarray(heatmap_panel(rgb, pixels, cam, label)).save(path)
+    return path
+
+
+def _decode(path: str, spec: InputSpec, keep_rgb: bool = False):
+    """(pixels, original rgb or None, error, seconds); the original only for heatmaps."""
     start = time.perf_counter()
     try:
-        return preprocess(load_image(path, spec), spec), None, time.perf_counter() - start
+        rgb = load_image(path, None if keep_rgb else spec)
+        pixels = preprocess(rgb, spec)
+        return pixels, rgb if keep_rgb else None, None, time.perf_counter() - start
     except ImageError as err:
-        return None, str(err), time.perf_counter() - start
+        return None, None, str(err), time.perf_counter() - start
     except OSError as err:  # permission denied and the like
-        return None, err.strerror or str(err), time.perf_counter() - start
+        return None, None, err.strerror or str(err), time.perf_counter() - start
 
 
 def classify_paths(model: Model, paths: Iterable[str], summary: Summary, k: int = 1,
-                   min_confidence: float = 0.0, workers: int = 2) -> Iterator[Result]:
+                   checks: Checks = Checks(), workers: int = 2) -> Iterator[Result]:
     """Decode in a thread pool (in order, a bounded window ahead), invoke on this thread."""
     labels, spec = model.info.labels, model.info.spec
     window: collections.deque = collections.deque()
@@ -141,19 +194,19 @@ def classify_paths(model: Model, paths: Iterable[str], summary: Summary, k: int 
                 path = next(paths, None)
                 if path is None:
                     return
-                window.append((path, pool.submit(_decode, path, spec)))
+                window.append((path, pool.submit(_decode, path, spec,
+                                                 checks.heatmap_dir is not None)))
         refill()
         while window:
             path, future = window.popleft()
             refill()
-            pixels, error, decode_s = future.result()
+            pixels, rgb, error, decode_s = future.result()
             summary.decode_s += decode_s
-            result = Result(display_name(path), truth=ground_truth(path, labels))
             if error:
-                result.error = error
+                result = Result(display_name(path), error=error)
             else:
-                result.label, result.probability, result.top = classify(
-                    model, pixels, summary, k, min_confidence)
+                result = classify(model, pixels, summary, k, checks, display_name(path), rgb)
+            result.truth = ground_truth(path, labels)
             summary.add(result)
             summary.wall_s = time.perf_counter() - start
             yield result
@@ -169,7 +222,8 @@ class ResultWriter:
             fh = open(csv_path, "w", newline="", encoding="utf-8")
             self._files.append(fh)
             self._csv = (fh, csv.writer(fh))
-            self._csv[1].writerow(["source", "label", "probability", "top_k", "error", "truth"])
+            self._csv[1].writerow(["source", "label", "probability", "top_k", "error", "truth",
+                                   "reason", "detail"])
         if jsonl_path:
             self._jsonl = open(jsonl_path, "w", encoding="utf-8")
             self._files.append(self._jsonl)
@@ -179,7 +233,7 @@ class ResultWriter:
             top = ";".join(f"{name}:{p:.4f}" for name, p in r.top)
             prob = "" if r.probability is None else f"{r.probability:.4f}"
             self._csv[1].writerow([r.source, r.label or "", prob, top, r.error or "",
-                                   r.truth or ""])
+                                   r.truth or "", r.reason or "", r.detail])
             self._csv[0].flush()
         if self._jsonl:
             self._jsonl.write(json.dumps(asdict(r)) + "\n")

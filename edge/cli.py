@@ -4,6 +4,7 @@ The pipeline reads: frames() -> classify() -> overlay(). No TensorFlow is import
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -38,8 +39,15 @@ def _model_help() -> str:
 @click.option("--data-root", default=".", show_default=True,
               help="Folder the manifest's relative paths start from.")
 @click.option("--top-k", type=int, default=1, show_default=True, help="Classes shown per image.")
-@click.option("--min-confidence", type=float, default=0.0, show_default=True,
-              help="Below this top probability the result is REFER (send to a morphologist).")
+@click.option("--min-confidence", default="auto", show_default=True,
+              help="Below this top probability the result is REFER (low-confidence). 'auto' "
+                   "uses the floor stored in the model by `hemalite convert` (0 if it has none).")
+@click.option("--domain-check/--no-domain-check", default=True, show_default=True,
+              help="REFER images unlike the training images (out-of-domain): the model's "
+                   "features, cell size and stain colour, as fitted and stored in the model.")
+@click.option("--heatmaps", "heatmap_dir", type=click.Path(file_okay=False),
+              help="Write image | heatmap | leukocyte outline panels (PNG) to this folder; "
+                   "with --camera/--video, the live window shows the heatmap too.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.")
 @click.option("--jsonl", "jsonl_path", type=click.Path(dir_okay=False), help="Write results as JSON lines.")
 @click.option("--num-threads", type=int, default=os.cpu_count() or 1, show_default=True,
@@ -57,8 +65,8 @@ def _model_help() -> str:
               default=None, help="Force a runtime  [default: first found of these]")
 @click.option("--verbose", is_flag=True, help="Say which runtime and model run.")
 def classify_command(paths, model_path, manifest, data_root, camera, picamera, video, top_k, min_confidence,
-                     csv_path, jsonl_path, num_threads, workers, strict, quiet, headless,
-                     save_dir, every, max_frames, runtime_name, verbose):
+                     domain_check, heatmap_dir, csv_path, jsonl_path, num_threads, workers,
+                     strict, quiet, headless, save_dir, every, max_frames, runtime_name, verbose):
     """Classify peripheral blood smear images as Benign, Early Pre-B, Pre-B or Pro-B ALL.
 
     PATHS may be image files, folders (searched recursively) or globs. One line per
@@ -95,14 +103,18 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
                    f"{model.info.spec.width}x{model.info.spec.height}); runtime "
                    f"{model.runtime} {model.runtime_version}, {model.num_threads} threads",
                    err=True)
+    checks = clf.Checks(_floor(model, min_confidence, verbose), domain_check, heatmap_dir)
+    if domain_check and model.domain is None:
+        click.echo(f"note: {os.path.basename(model.path)} carries no domain check; only "
+                   "no-leukocyte and --min-confidence can REFER", err=True)
     summary = clf.Summary(model.info.labels)
     writer = clf.ResultWriter(csv_path, jsonl_path)
     try:
         if live:
             code = _run_frames(model, summary, writer, camera, picamera, video, top_k,
-                               min_confidence, headless, save_dir, every, max_frames)
+                               checks, headless, save_dir, every, max_frames)
         else:
-            code = _run_files(model, summary, writer, paths, top_k, min_confidence, workers,
+            code = _run_files(model, summary, writer, paths, top_k, checks, workers,
                               strict, quiet)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -113,9 +125,28 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
     sys.exit(code)
 
 
-def _run_files(model, summary, writer, paths, top_k, min_confidence, workers, strict, quiet):
+def _floor(model, value: str, verbose: bool) -> float:
+    """--min-confidence: a probability, or 'auto' for the floor stored in the model."""
+    if value == "auto":
+        floor = model.domain.min_confidence if model.domain else 0.0
+        if verbose:
+            click.echo(f"--min-confidence auto: {floor:.3f}"
+                       + ("" if model.domain else " (the model stores no floor)"), err=True)
+        return floor
+    try:
+        floor = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number nor 'auto'",
+                                 param_hint="--min-confidence") from None
+    if not 0.0 <= floor <= 1.0:
+        raise click.BadParameter(f"{floor} is not in the range 0 to 1",
+                                 param_hint="--min-confidence")
+    return floor
+
+
+def _run_files(model, summary, writer, paths, top_k, checks, workers, strict, quiet):
     for result in clf.classify_paths(model, sources.iter_paths(list(paths)), summary, top_k,
-                                     min_confidence, workers):
+                                     checks, workers):
         writer.write(result)
         if result.error:
             click.echo(result.line(), err=True)
@@ -135,7 +166,7 @@ def _frames(camera, picamera, video):
     return sources.opencv_frames(sources.parse_camera(camera), live=True)
 
 
-def _run_frames(model, summary, writer, camera, picamera, video, top_k, min_confidence,
+def _run_frames(model, summary, writer, camera, picamera, video, top_k, checks,
                 headless, save_dir, every, max_frames):
     window = not headless and sources.has_display()
     if save_dir:
@@ -143,9 +174,9 @@ def _run_frames(model, summary, writer, camera, picamera, video, top_k, min_conf
     start, index = time.perf_counter(), 0
     try:
         for index, frame in enumerate(_frames(camera, picamera, video), start=1):
-            label, p, top = clf.classify(model, preprocess(frame, model.info.spec), summary,
-                                         top_k, min_confidence)
-            result = clf.Result(f"frame {index}", label, p, top)
+            pixels = preprocess(frame, model.info.spec)
+            live_checks = dataclasses.replace(checks, heatmap_dir=None)  # no file per frame
+            result = clf.classify(model, pixels, summary, top_k, live_checks, f"frame {index}")
             summary.add(result)
             summary.wall_s = time.perf_counter() - start
             writer.write(result)
@@ -154,7 +185,12 @@ def _run_frames(model, summary, writer, camera, picamera, video, top_k, min_conf
             if report:
                 click.echo(result.line() + f"\t{fps:.1f} FPS")
             if window or (report and save_dir):  # draw the overlay once, only when used
-                annotated = sources.overlay(frame, f"{label} {p:.2f}", fps)
+                text = (f"REFER {result.reason} ({result.guess} {result.probability:.2f})"
+                        if result.reason else f"{result.label} {result.probability:.2f}")
+                shown = frame
+                if checks.heatmap_dir is not None:  # live heatmap: the middle panel
+                    shown = _live_heatmap(model, frame, pixels)
+                annotated = sources.overlay(shown, text, fps)
                 if report and save_dir:
                     sources.save_frame(annotated, os.path.join(save_dir, f"frame_{index:06d}.jpg"))
                 if window and not sources.show(annotated):
@@ -171,3 +207,15 @@ def _run_frames(model, summary, writer, camera, picamera, video, top_k, min_conf
         click.echo("error: the source delivered no frames", err=True)
         return 1
     return 0
+
+
+def _live_heatmap(model, frame, pixels):
+    """The frame with the predicted class's heatmap blended over it (the last invoke's)."""
+    from hemalite.edge.assess import heatmap_panel, read_cam
+
+    cam = read_cam(model, len(model.info.labels))
+    if cam is None:
+        return frame
+    label = int(model.get_scores().argmax())
+    width = frame.shape[1]
+    return heatmap_panel(frame, pixels, cam, label)[:, width:2 * width]

@@ -90,7 +90,25 @@ class Model:
 
     @property
     def output_details(self) -> dict:
+        """The class-probability output (the first, as the metadata orders them)."""
         return self.interpreter.get_output_details()[0]
+
+    def get_output(self, name: str) -> np.ndarray:
+        """Read and dequantise the output the metadata names `name` (first batch item)."""
+        d = self.interpreter.get_output_details()[self.info.outputs.index(name)]
+        scale, zero_point = d["quantization"]
+        return dequantise(self.interpreter.get_tensor(d["index"])[0], scale, zero_point)
+
+    def has_output(self, name: str) -> bool:
+        return name in self.info.outputs
+
+    @property
+    def domain(self):
+        """The model's domain check (hemalite.domain.DomainCheck), or None if it has none."""
+        from hemalite.domain import DOMAIN_FILE, DomainCheck
+
+        data = self.info.files.get(DOMAIN_FILE)
+        return DomainCheck.from_bytes(data) if data else None
 
     def set_input(self, pixels: np.ndarray) -> None:
         """Put one (H, W, 3) uint8 image, already preprocessed, into the input tensor."""
@@ -141,6 +159,10 @@ def load_model(path: str | os.PathLike, num_threads: int | None = None,
     n_out = model.output_details["shape"][-1]
     if n_out != len(info.labels):
         raise ModelError(f"{path}: {n_out} outputs but {len(info.labels)} labels in metadata")
+    tensors = len(interpreter.get_output_details())
+    if tensors != len(info.outputs):
+        raise ModelError(f"{path}: {tensors} output tensors but the metadata describes "
+                         f"{len(info.outputs)} ({', '.join(info.outputs)})")
     return model
 
 

@@ -60,6 +60,18 @@ class ModelInfo:
     mean: float = NORM_MEAN
     std: float = NORM_STD
     extra: dict = field(default_factory=dict)  # provenance: calibration, training run ...
+    # Output tensors in order: the first is always the class probabilities; hemalite's
+    # MobileNetV2 models add the pooled embedding (the domain check) and the flattened
+    # class-activation maps (heatmaps). Names come from OUTPUT_DESCRIPTIONS.
+    outputs: tuple[str, ...] = ("probability",)
+    files: dict = field(default_factory=dict)  # more associated files: {name: bytes}
+
+
+OUTPUT_DESCRIPTIONS = {
+    "probability": "Softmax probability of each class.",
+    "embedding": "Pooled last-layer features (the domain check's input), not a classification.",
+    "cam": "Class-activation maps, flattened (rows x columns x classes), not a classification.",
+}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -105,6 +117,19 @@ def _stats(b: flatbuffers.Builder, high: float, low: float) -> int:
     return _table(b, 2, {0: _floats(b, [high]), 1: _floats(b, [low])})
 
 
+def _output_metadata(b: flatbuffers.Builder, name: str, first: bool) -> int:
+    """TensorMetadata of one output: the first carries the labels file and [0, 1] stats."""
+    content = _table(b, 3, {1: _table(b, 0, {})},
+                     ((0, "PrependUint8Slot", _CONTENT_FEATURE_PROPERTIES),))
+    out_name, out_desc = _strings(b, [name, OUTPUT_DESCRIPTIONS.get(name, name)])
+    if not first:
+        return _table(b, 7, {0: out_name, 1: out_desc, 3: content})
+    labels_file = _associated_file(b, LABEL_FILE, "Class labels, one per line, in output order.",
+                                   _FILE_TENSOR_AXIS_LABELS)
+    return _table(b, 7, {0: out_name, 1: out_desc, 3: content, 5: _stats(b, 1.0, 0.0),
+                         6: _vector(b, [labels_file])})
+
+
 def build_metadata(info: ModelInfo) -> bytes:
     """Serialise `info` as a ModelMetadata flatbuffer (file identifier M001)."""
     b = flatbuffers.Builder(1024)
@@ -119,22 +144,18 @@ def build_metadata(info: ModelInfo) -> bytes:
     in_name, in_desc = _strings(b, ["image", "RGB image, raw 0-255 pixels"])
     input_meta = _table(b, 7, {0: in_name, 1: in_desc, 3: in_content, 4: _vector(b, [unit]),
                                5: _stats(b, 255.0, 0.0)})
-    # output tensor: class probabilities, labelled by labels.txt
-    out_content = _table(b, 3, {1: _table(b, 0, {})},
-                         ((0, "PrependUint8Slot", _CONTENT_FEATURE_PROPERTIES),))
-    labels_file = _associated_file(b, LABEL_FILE, "Class labels, one per line, in output order.",
-                                   _FILE_TENSOR_AXIS_LABELS)
-    out_name, out_desc = _strings(b, ["probability", "Softmax probability of each class."])
-    output_meta = _table(b, 7, {0: out_name, 1: out_desc, 3: out_content,
-                                5: _stats(b, 1.0, 0.0), 6: _vector(b, [labels_file])})
-    subgraph = _table(b, 10, {2: _vector(b, [input_meta]), 3: _vector(b, [output_meta])})
+    # output tensors: class probabilities labelled by labels.txt, then any extra outputs
+    output_metas = [_output_metadata(b, name, first=i == 0) for i, name in enumerate(info.outputs)]
+    subgraph = _table(b, 10, {2: _vector(b, [input_meta]), 3: _vector(b, output_metas)})
     spec_file = _associated_file(b, SPEC_FILE, "hemalite input spec and provenance (JSON).",
                                  _FILE_DESCRIPTIONS)
+    more = [_associated_file(b, name, "hemalite model data.", _FILE_DESCRIPTIONS)
+            for name in info.files]
     name, desc, version, author, lic, parser = _strings(b, [
         info.name, info.description, info.version, info.author, info.license,
         MIN_PARSER_VERSION])
     root = _table(b, 8, {0: name, 1: desc, 2: version, 3: _vector(b, [subgraph]), 4: author,
-                         5: lic, 6: _vector(b, [spec_file]), 7: parser})
+                         5: lic, 6: _vector(b, [spec_file, *more]), 7: parser})
     b.Finish(root, file_identifier=METADATA_FILE_ID)
     return bytes(b.Output())
 
@@ -145,7 +166,7 @@ def associated_files(info: ModelInfo) -> dict[str, bytes]:
             "resample": info.spec.resample, "mean": info.mean, "std": info.std,
             "labels": list(info.labels), "version": info.version, **info.extra}
     return {LABEL_FILE: ("\n".join(info.labels) + "\n").encode(),
-            SPEC_FILE: json.dumps(spec, indent=2, sort_keys=True).encode()}
+            SPEC_FILE: json.dumps(spec, indent=2, sort_keys=True).encode(), **info.files}
 
 
 def zip_onto(model: bytes, files: dict[str, bytes]) -> bytes:
@@ -246,6 +267,7 @@ def parse_metadata(meta: bytes) -> dict:
     if outputs:
         out["label_files"] = [f.string(0) for f in outputs[0].tables(6)
                               if f.scalar(2, nt.Int8Flags) == _FILE_TENSOR_AXIS_LABELS]
+        out["outputs"] = tuple(o.string(0) for o in outputs)
     return out
 
 
@@ -277,6 +299,7 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
         labels = tuple(line.strip() for line in
                        archive.read(label_files[0]).decode("utf-8").splitlines() if line.strip())
         extra = json.loads(archive.read(SPEC_FILE)) if SPEC_FILE in names else {}
+        files = {n: archive.read(n) for n in sorted(names - {LABEL_FILE, SPEC_FILE})}
     if not labels:
         raise MetadataError(f"{path}: the label file is empty")
     mean, std = fields.get("mean") or [NORM_MEAN], fields.get("std") or [NORM_STD]
@@ -288,7 +311,8 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     return ModelInfo(labels=labels, spec=spec, name=fields["name"],
                      description=fields["description"], version=fields["version"],
                      author=fields["author"], license=fields["license"],
-                     mean=float(mean[0]), std=float(std[0]), extra=keep)
+                     mean=float(mean[0]), std=float(std[0]), extra=keep,
+                     outputs=fields.get("outputs") or ("probability",), files=files)
 
 
 def count_parameters(model: bytes) -> int:

@@ -114,15 +114,18 @@ def shift_name(name: str, value: float) -> str:
 
 
 # ----------------------------------------------------------------------------- training jitter
-# Ranges wider than the audit's levels, so the audit measures generalisation, not memory.
-JITTER = {"brightness": (0.7, 1.35), "contrast": (0.7, 1.3), "saturation": (0.5, 1.4),
-          "hue": (-22.0, 22.0), "magnification": (0.6, 1.7)}
-BLUR_RADIUS = (0.3, 2.0)
-JPEG_QUALITY = (20, 90)
+# Continuous ranges that reach a little past the audit's levels (the audit draws nothing from
+# here). Wider ranges were tried first (hue +-22, brightness 0.7-1.35, magnification
+# 0.6-1.7, each shift with p = 0.5): validation accuracy stalled at 91-94 % over 4 epochs.
+JITTER = {"brightness": (0.8, 1.25), "contrast": (0.75, 1.25), "saturation": (0.55, 1.3),
+          "hue": (-17.0, 17.0), "magnification": (0.65, 1.6)}
+BLUR_RADIUS = (0.3, 1.8)
+JPEG_QUALITY = (25, 90)
+JITTER_P = 0.4  # each shift applies with this probability
 
 
 def random_acquisition(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One random acquisition: each shift with probability 1/2, random strength, random order.
+    """One random acquisition: each shift with probability JITTER_P, random strength and order.
 
     Used by training on every image of every epoch (the audit never draws from here).
     """
@@ -131,7 +134,7 @@ def random_acquisition(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     steps.append(("jpeg", rng.integers(*JPEG_QUALITY)))
     out = rgb
     for i in rng.permutation(len(steps)):
-        if rng.random() < 0.5:
+        if rng.random() < JITTER_P:
             out = apply_shift(out, *steps[i])
     return np.ascontiguousarray(out, dtype=np.uint8)
 

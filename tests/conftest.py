@@ -51,7 +51,8 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "run"
     train(TrainConfig(data_dir=str(tiny_data), out=str(out), weights="none", alpha=0.35,
                       image_size=TINY_SIZE, epochs=12, batch_size=8, learning_rate=1e-2,
-                      patience=12, augment=False, progress=False))
+                      patience=12, augment=False, ground=False, acquisition=False,
+                      progress=False))  # colour squares are not smears: no stain mask
     return out
 
 

@@ -37,6 +37,12 @@ from hemalite.cli import setup_logging
               help="tf.distribute: mirrored = all local GPUs (else CPUs), multiworker = TF_CONFIG.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Rotation, flips, contrast and Gaussian noise while fine-tuning.")
+@click.option("--ground/--no-ground", default=True, show_default=True,
+              help="Inside the model, set everything outside the leukocyte stain mask to one "
+                   "grey, so the decision comes from the cells and not the slide background.")
+@click.option("--acquisition/--no-acquisition", default=True, show_default=True,
+              help="While fine-tuning, also vary lamp brightness, contrast, stain hue, "
+                   "saturation, focus, JPEG quality and magnification (another lab's microscope).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--verbose", is_flag=True, help="Log each step.")
 def train_command(data_dir, out, verbose, **options):

@@ -51,7 +51,9 @@ class TrainConfig:
     test_fraction: float = 0.1
     seed: int = 42
     distribute: str = "none"  # "mirrored" (all local GPUs, else CPUs) or "multiworker"
-    augment: bool = True
+    augment: bool = True  # the paper's set: rotation, flips, contrast, Gaussian noise
+    ground: bool = True  # background outside the leukocyte mask set to one grey, in the model
+    acquisition: bool = True  # + another lab's lamp, stain, focus, JPEG, magnification
     progress: bool = True
 
     @property
@@ -88,13 +90,34 @@ def augmenter(seed: int):
     ], name="augment")
 
 
-def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int):
+def acquisition_jitter(seed: int):
+    """A tf.data map: one random acquisition (hemalite.shifts) per image, in numpy.
+
+    The same shift functions the audit uses, at random strengths from wider ranges.
+    """
+    import tensorflow as tf
+
+    from hemalite.shifts import random_acquisition
+
+    rng = np.random.default_rng(seed)
+
+    def jitter(image, label):
+        out = tf.numpy_function(lambda a: random_acquisition(a, rng), [image], tf.uint8,
+                                stateful=True)
+        return tf.ensure_shape(out, image.shape), label
+    return jitter
+
+
+def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int,
+                  acquisition: bool = False):
     """tf.data over preprocessed uint8 images; augmentation runs here, not in the model."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if acquisition:  # sequential: one numpy Generator, and the GIL would serialise it anyway
+        ds = ds.map(acquisition_jitter(seed))
     ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b),
                                   num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
@@ -186,10 +209,11 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
 
     with strategy.scope():
         if cfg.arch == "cnn":
-            model, backbone, head = models.build_cnn(len(labels), cfg.image_size), None, None
+            model, backbone, head = models.build_cnn(len(labels), cfg.image_size,
+                                                       ground=cfg.ground), None, None
         elif cfg.arch == "mobilenetv2":
             model, backbone, head = models.build_mobilenet(
-                len(labels), cfg.image_size, cfg.alpha, cfg.weights, cfg.dropout)
+                len(labels), cfg.image_size, cfg.alpha, cfg.weights, cfg.dropout, cfg.ground)
         else:
             raise ValueError(f"unknown --arch {cfg.arch!r} (mobilenetv2, cnn)")
 
@@ -202,7 +226,7 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
             history["head"] = json.loads(head_history.read_text())
             log.info("resuming: head weights from %s", head_path)
         else:
-            extractor = keras.Sequential([model.get_layer("scale"), backbone])
+            extractor = models.feature_extractor(model)
             feats = {s: extractor.predict(pixels[s][0].astype("float32"),
                                           batch_size=cfg.batch_size, verbose=verbose)
                      for s in ("train", "val")}
@@ -227,7 +251,8 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
             model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy",
                           metrics=["accuracy"])
         aug = augmenter(cfg.seed) if cfg.augment else None
-        train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.seed)
+        train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.seed,
+                                 cfg.acquisition)
         val_ds = image_dataset(x_va, y_va, cfg.batch_size, False, None, cfg.seed)
         backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
         if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume

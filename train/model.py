@@ -9,9 +9,36 @@ import os
 
 import keras
 
+from hemalite import cells
 from hemalite.contract import NORM_MEAN, NORM_STD
 
 BACKBONE = "mobilenetv2"
+
+
+@keras.saving.register_keras_serializable(package="hemalite")
+class Ground(keras.layers.Layer):
+    """Everything outside the leukocyte stain mask becomes one grey: the model sees cells.
+
+    hemalite.cells.neutralise_background in Keras ops, with the same constants, so the mask
+    travels inside the model and the .tflite (any client gets it, MediaPipe included).
+    Arithmetic only (relu, clip, pools, multiply-add): comparison ops would convert to
+    int8 but abort LiteRT at invoke. No weights; takes and returns raw 0-255 pixels.
+    """
+
+    def call(self, x):
+        ops = keras.ops
+        r, g, b = x[..., 0:1], x[..., 1:2], x[..., 2:3]
+        score = (r + b) * 0.5 - g - ops.relu(r - b - cells.RED_TEXT)
+        smooth = ops.average_pool(score, cells.SMOOTH, strides=1, padding="same")
+        peak = ops.max(smooth, axis=(1, 2), keepdims=True)
+        threshold = ops.maximum(peak * cells.RELATIVE, cells.FLOOR)
+        mask = ops.clip((score - threshold) * (1.0 / cells.RAMP), 0.0, 1.0)
+        mask = 1.0 - ops.max_pool(1.0 - mask, cells.ERODE, strides=1, padding="same")
+        mask = ops.max_pool(mask, cells.DILATE, strides=1, padding="same")
+        return x * mask + cells.BACKGROUND * (1.0 - mask)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -68,20 +95,30 @@ def build_head(num_features: int, num_classes: int, dropout: float) -> keras.Mod
 
 
 def build_mobilenet(num_classes: int, image_size: int = 224, alpha: float = 1.0,
-                    weights: str = "imagenet", dropout: float = 0.2
+                    weights: str = "imagenet", dropout: float = 0.2, ground: bool = True
                     ) -> tuple[keras.Model, keras.Model, keras.Model]:
-    """Return (model, backbone, head): raw pixels -> Rescaling -> MobileNetV2 -> head."""
+    """Return (model, backbone, head): raw pixels -> [Ground] -> Rescaling -> MobileNetV2 -> head."""
     backbone = build_backbone(image_size, alpha, weights)
     head = build_head(backbone.output_shape[-1], num_classes, dropout)
     pixels = keras.Input((image_size, image_size, 3), name="image")
-    x = keras.layers.Rescaling(1.0 / NORM_STD, offset=-NORM_MEAN / NORM_STD, name="scale")(pixels)
+    x = Ground(name="ground")(pixels) if ground else pixels
+    x = keras.layers.Rescaling(1.0 / NORM_STD, offset=-NORM_MEAN / NORM_STD, name="scale")(x)
     model = keras.Model(pixels, head(backbone(x)), name="hemalite_mobilenetv2")
     return model, backbone, head
 
 
-def build_cnn(num_classes: int, image_size: int = 224, dropout: float = 0.5) -> keras.Model:
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """Raw pixels -> pooled backbone features: every layer before the head, in order."""
+    steps = [model.get_layer(n) for n in ("ground", "scale", BACKBONE)
+             if n in {layer.name for layer in model.layers}]
+    return keras.Sequential(steps, name="features")
+
+
+def build_cnn(num_classes: int, image_size: int = 224, dropout: float = 0.5,
+              ground: bool = True) -> keras.Model:
     """The seed paper's baseline: 3x3 conv 32/64/128 with 2x2 max-pooling, dense 256."""
     layers = [keras.Input((image_size, image_size, 3), name="image"),
+              *([Ground(name="ground")] if ground else []),
               keras.layers.Rescaling(1.0 / 255.0, name="scale")]
     for filters in (32, 64, 128):
         layers += [keras.layers.Conv2D(filters, 3, activation="relu", padding="same"),

@@ -1,0 +1,126 @@
+"""One image through the model and the checks around it: probabilities, heatmap, and why to
+refer it to a morphologist instead of trusting the label.
+
+Reasons, in the order they are checked (the first two only for models that carry a domain
+check, i.e. made by `hemalite convert` from a MobileNetV2 run):
+  no-leukocyte   the stain mask finds no leukocyte: there is nothing to classify (also
+                 with --no-domain-check: it is a result, not a guess);
+  out-of-domain  the model's features or the cells' size / stain colour are unlike the
+                 training images (hemalite.domain, fitted by `hemalite convert`);
+  low-confidence the top probability is below the floor (--min-confidence).
+The label is still computed for every image: a REFER keeps the model's best guess.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hemalite import cells
+from hemalite import domain as dom
+from hemalite.edge.runtime import Model
+
+
+@dataclass
+class Assessment:
+    probabilities: np.ndarray  # one per label
+    reason: str | None = None  # why to refer (None: accept the label)
+    detail: str = ""  # the numbers behind the reason, for logs and CSV
+    cam: np.ndarray | None = None  # (rows, columns, classes) class-activation maps
+    domain_score: float | None = None
+    cells: int | None = None
+
+
+def read_cam(model: Model, classes: int) -> np.ndarray | None:
+    """The model's class-activation maps as (rows, columns, classes), when it has them."""
+    if not model.has_output("cam"):
+        return None
+    flat = model.get_output("cam")
+    side = int(round((flat.size / classes) ** 0.5))
+    return flat.reshape(side, flat.size // (side * classes), classes)
+
+
+def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
+           domain_check: bool = True) -> Assessment:
+    """Invoke once and decide whether the label can stand (see the module docstring)."""
+    probs = model.predict(pixels)
+    result = Assessment(probs, cam=read_cam(model, len(probs)))
+    check = model.domain
+    if check is None:
+        return _floor(result, min_confidence)
+    measures = dom.cell_measures(pixels)
+    result.cells = measures["cells"]
+    if check.leukocytes and not measures["cells"]:  # a result, not a guess
+        result.reason, result.detail = dom.NO_LEUKOCYTE, "no stained leukocyte found"
+        return result
+    if domain_check:
+        result.domain_score = check.feature_score(model.get_output("domain"))
+        out = check.cell_reasons(measures)
+        if result.domain_score > check.threshold:
+            out.insert(0, f"feature score {result.domain_score:.2f} > {check.threshold:.2f}")
+        if out:
+            result.reason, result.detail = dom.OUT_OF_DOMAIN, "; ".join(out)
+            return result
+    return _floor(result, min_confidence)
+
+
+def _floor(result: Assessment, min_confidence: float) -> Assessment:
+    top = float(result.probabilities.max())
+    if top < min_confidence:
+        result.reason = dom.LOW_CONFIDENCE
+        result.detail = f"top probability {top:.3f} < {min_confidence:.3f}"
+    return result
+
+
+def heatmap(cam: np.ndarray, label: int, size: tuple[int, int]) -> np.ndarray:
+    """The predicted class's activation map, positive part, resized to (height, width),
+    scaled to [0, 1] (all zeros when the class has no positive evidence anywhere)."""
+    from PIL import Image
+
+    positive = np.maximum(cam[..., label], 0.0).astype(np.float32)
+    resized = np.asarray(Image.fromarray(positive).resize((size[1], size[0]), Image.BILINEAR))
+    top = resized.max()
+    return resized / top if top > 0 else np.zeros_like(resized)
+
+
+def heatmap_mass(cam: np.ndarray, label: int, region: np.ndarray) -> float | None:
+    """Share of the positive heatmap that falls inside a boolean region of the image."""
+    heat = heatmap(cam, label, region.shape)
+    total = heat.sum()
+    return float(heat[region].sum() / total) if total > 0 else None
+
+
+def leukocyte_region(pixels: np.ndarray) -> np.ndarray:
+    """Where the leukocytes are, as the heatmap measures it: the model's own stain mask."""
+    return cells.leukocyte_mask(pixels)
+
+
+def colourise(heat: np.ndarray) -> np.ndarray:
+    """[0, 1] heat -> RGB uint8 with a blue-to-red ramp (no matplotlib on the device)."""
+    stops = np.array([[0, 0, 128], [0, 128, 255], [0, 255, 128], [255, 255, 0], [255, 0, 0]],
+                     np.float32)
+    pos = np.clip(heat, 0, 1) * (len(stops) - 1)
+    low = np.floor(pos).astype(int).clip(0, len(stops) - 2)
+    frac = (pos - low)[..., None]
+    return (stops[low] * (1 - frac) + stops[low + 1] * frac).astype(np.uint8)
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a boolean mask (inside pixels with an outside neighbour)."""
+    padded = np.pad(mask, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def heatmap_panel(rgb: np.ndarray, pixels: np.ndarray, cam: np.ndarray, label: int,
+                  alpha: float = 0.45) -> np.ndarray:
+    """Side by side, each at the image's own size: the image, the heatmap over it, and the
+    outline of the leukocyte mask the model used (found on `pixels`, the model's input)."""
+    from PIL import Image
+
+    heat = heatmap(cam, label, rgb.shape[:2])
+    overlay = (rgb * (1 - alpha) + colourise(heat) * alpha).astype(np.uint8)
+    mask = Image.fromarray(leukocyte_region(pixels)).resize(rgb.shape[1::-1], Image.NEAREST)
+    outlined = rgb.copy()
+    outlined[outline(np.asarray(mask))] = (0, 255, 0)
+    return np.concatenate([rgb, overlay, outlined], axis=1)

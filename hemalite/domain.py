@@ -1,0 +1,143 @@
+"""Is this image of the kind the model knows? The domain check, carried by the model file.
+
+A four-class softmax always answers, and confidently so on images unlike any it was trained
+on (another stain, another magnification, healthy cells from another lab). The check:
+
+1. the model's own features: the .tflite has an output `domain` = the pooled backbone
+   features projected and whitened (z = W f + b, fitted on the training split by
+   `hemalite convert`), so the class-conditional Mahalanobis distance with a tied
+   covariance is a plain squared distance on the device:  score = min_c |z - m_c|^2 / k;
+2. the physical things a lab changes, measured from the stain mask (hemalite.cells): the
+   size of the leukocytes in pixels (magnification), how much of the field is stained, and
+   the stain's colour. Each has a range fitted on the training split.
+
+Thresholds are set on the validation split at a stated in-domain acceptance; the test split
+is never used. The fitted numbers travel inside the .tflite as `domain.json`. numpy only.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from hemalite import cells
+
+DOMAIN_FILE = "domain.json"
+OUT_OF_DOMAIN, LOW_CONFIDENCE, NO_LEUKOCYTE = "out-of-domain", "low-confidence", "no-leukocyte"
+
+
+def fit_whitening(features: np.ndarray, labels: np.ndarray, dims: int = 64,
+                  shrinkage: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(W, b, class means) so that z = f @ W + b has identity within-class covariance.
+
+    The top `dims` principal directions of the training features, then the tied
+    within-class covariance in that subspace, shrunk towards its mean variance (fewer
+    images than dimensions otherwise make it singular) and inverted by its square root.
+    """
+    features, labels = np.asarray(features, np.float64), np.asarray(labels)
+    mean = features.mean(0)
+    _, _, vt = np.linalg.svd(features - mean, full_matrices=False)
+    basis = vt[:dims].T  # (d, dims)
+    projected = (features - mean) @ basis
+    classes = np.unique(labels)
+    class_means = np.stack([projected[labels == c].mean(0) for c in classes])
+    residual = projected - class_means[np.searchsorted(classes, labels)]
+    cov = np.cov(residual, rowvar=False)
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / len(cov) * np.eye(len(cov))
+    values, vectors = np.linalg.eigh(cov)
+    inv_sqrt = vectors @ np.diag(values ** -0.5) @ vectors.T
+    weights = basis @ inv_sqrt
+    bias = -mean @ weights
+    return weights.astype(np.float32), bias.astype(np.float32), \
+        (class_means @ inv_sqrt).astype(np.float32)
+
+
+def feature_score(z: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """min over classes of the mean squared distance to the class mean: (N,) or scalar."""
+    z = np.atleast_2d(np.asarray(z, np.float64))
+    d = ((z[:, None, :] - np.asarray(means, np.float64)[None]) ** 2).mean(-1).min(-1)
+    return d if d.size > 1 else d.reshape(-1)
+
+
+def cell_measures(rgb: np.ndarray) -> dict:
+    """What a lab's microscope changes, read off the stain mask of one model-size image."""
+    found = cells.find_cells(rgb)
+    mask = cells.leukocyte_mask(rgb)
+    stained = rgb[mask].astype(np.float64) if mask.any() else np.zeros((1, 3))
+    total = stained.sum(1, keepdims=True) + 1e-6
+    red, green = (stained / total).mean(0)[:2]  # chromaticity: colour without brightness
+    return {"cells": len(found),
+            "cell_area": float(np.median([c.area for c in found])) if found else 0.0,
+            "stained_fraction": float(mask.mean()), "stain_red": float(red),
+            "stain_green": float(green)}
+
+
+@dataclass
+class DomainCheck:
+    """The fitted check: feature means and threshold, cell-measure ranges, confidence floor."""
+
+    means: list  # (classes, dims) class means in whitened feature space
+    threshold: float  # feature score above this: out of domain
+    acceptance: float  # share of validation images accepted at `threshold`
+    ranges: dict = field(default_factory=dict)  # measure -> [low, high] seen in training
+    min_confidence: float = 0.0  # the recommended floor, `--min-confidence auto`
+    leukocytes: bool = True  # training images show stained leukocytes: an image without any
+    #                          is referred (no-leukocyte) instead of classified
+
+    def feature_score(self, z: np.ndarray) -> float:
+        return float(feature_score(z, np.asarray(self.means))[0])
+
+    def cell_reasons(self, measures: dict) -> list[str]:
+        """Measures outside their fitted range, as 'cell_area 812 > 540' lines."""
+        out = []
+        for name, (low, high) in self.ranges.items():
+            value = measures.get(name)
+            if value is not None and not low <= value <= high:
+                out.append(f"{name} {value:.3g} {'<' if value < low else '>'} "
+                           f"{low if value < low else high:.3g}")
+        return out
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "DomainCheck":
+        return cls(**json.loads(data))
+
+
+def fit_ranges(measures: list[dict], names=("cell_area", "stain_red", "stain_green"),
+               coverage: float = 0.995, margin: float = 0.25) -> dict:
+    """[low, high] per measure: the central `coverage` of training images, widened by
+    `margin` of its width on each side (another lab is allowed some drift)."""
+    ranges = {}
+    for name in names:
+        values = np.array([m[name] for m in measures if m["cells"]], float)
+        if len(values) < 10:  # too few stained images to say what is normal
+            continue
+        tail = (1 - coverage) / 2 * 100
+        low, high = np.percentile(values, [tail, 100 - tail])
+        width = high - low
+        ranges[name] = [float(low - margin * width), float(high + margin * width)]
+    return ranges
+
+
+def stained_share(measures: list[dict]) -> float:
+    """Share of images in which the stain mask finds at least one leukocyte."""
+    return float(np.mean([m["cells"] > 0 for m in measures])) if measures else 0.0
+
+
+def recommend_floor(confidence: np.ndarray, correct: np.ndarray,
+                    min_coverage: float = 0.97) -> float:
+    """The lowest confidence floor that gives the best accuracy on the accepted images while
+    keeping at least `min_coverage` of them (0.0 when no floor helps)."""
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, bool)
+    best, best_acc = 0.0, correct.mean() if len(correct) else 1.0
+    for floor in np.unique(confidence):
+        kept = confidence >= floor
+        if kept.mean() < min_coverage:
+            break
+        acc = correct[kept].mean()
+        if acc > best_acc + 1e-12:
+            best, best_acc = float(floor), acc
+    return best

@@ -1,0 +1,160 @@
+"""The cell-grounded graph: the stain mask inside a quantised .tflite, the domain check fitted
+by convert and carried by the model, and the reasons edge-classify gives for a REFER."""
+from __future__ import annotations
+
+import json
+import tempfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from hemalite import cells
+from hemalite import domain as dom
+from hemalite.edge import runtime
+from hemalite.edge.assess import assess, read_cam
+from hemalite.edge.cli import classify_command
+from tests.conftest import real_images
+
+keras = pytest.importorskip("keras", reason="building a graph needs TensorFlow (train extra)")
+
+
+@pytest.mark.slow
+def test_ground_layer_runs_in_int8_and_matches_the_numpy_mask():
+    import tensorflow as tf
+
+    from hemalite.convert.convert import export_saved_model
+    from hemalite.train.model import Ground
+
+    images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((96, 96)))
+                       for p in real_images(2)])
+    pixels = keras.Input((96, 96, 3), name="image")
+    model = keras.Model(pixels, {"probability": Ground()(pixels)})
+    np.testing.assert_allclose(np.asarray(model(images.astype("float32"))["probability"]),
+                               [cells.neutralise_background(i) for i in images], atol=1.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_saved_model(model, tmp)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([i[None].astype(np.float32)] for i in images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.uint8
+        flat = converter.convert()
+    interpreter, _, _ = runtime.load_runtime()
+    it = interpreter(model_content=flat)
+    it.allocate_tensors()
+    for image in images:  # comparison ops would abort here; arithmetic runs
+        it.set_tensor(it.get_input_details()[0]["index"], image[None])
+        it.invoke()
+        out = it.get_output_details()[0]
+        scale, zero = out["quantization"]
+        got = (it.get_tensor(out["index"])[0].astype(float) - zero) * scale
+        expected = cells.neutralise_background(image).astype(float)
+        assert np.mean(np.abs(got - expected) <= 4) > 0.97  # int8 steps of ~1 grey level
+
+
+def test_fit_whitening_gives_unit_within_class_covariance():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 200)
+    f = rng.normal(0, 1, (600, 20)) @ rng.normal(0, 1, (20, 20)) + y[:, None] * 3.0
+    w, b, means = dom.fit_whitening(f, y, dims=8, shrinkage=0.0)
+    z = f @ w + b
+    resid = z - means[y]
+    np.testing.assert_allclose(np.cov(resid, rowvar=False), np.eye(8), atol=0.05)
+    far = f[:5] + 50.0
+    assert dom.feature_score(far @ w + b, means).min() > dom.feature_score(z, means).max()
+
+
+def test_recommended_floor_trades_a_little_coverage_for_accuracy():
+    conf = np.array([0.99] * 95 + [0.6, 0.55, 0.52, 0.51, 0.5])
+    correct = np.array([True] * 95 + [True, False, False, False, True])
+    floor = dom.recommend_floor(conf, correct, min_coverage=0.96)
+    assert floor == pytest.approx(0.6)  # keeps 96 %, drops all three errors
+    assert dom.recommend_floor(conf, np.ones(100, bool)) == 0.0  # nothing to gain
+
+
+@pytest.mark.slow
+def test_domain_check_is_fitted_on_training_data_and_travels_in_the_model(tiny_run, tiny_tflite):
+    from hemalite.convert.convert import load_run
+    from hemalite.train import data
+    from hemalite.train.model import feature_extractor
+
+    run = load_run(tiny_run)
+    x, y, _ = data.load_pixels(run.data_dir, run.samples("train"), run.spec, progress=False)
+    features = feature_extractor(run.model).predict(x.astype("float32"), verbose=0)
+    _, _, means = dom.fit_whitening(features, y)
+    for variant in ("float32", "int8"):
+        model = runtime.load_model(tiny_tflite[variant])
+        check = model.domain
+        assert model.info.outputs == ("probability", "domain", "cam")
+        np.testing.assert_allclose(check.means, means, atol=1e-4)  # train split, nothing else
+        assert check.acceptance == 0.99 and check.threshold > 0
+        assert not check.leukocytes  # colour squares: no stain, so no no-leukocyte rule
+        pixels = x[0]
+        a = assess(model, pixels)
+        assert a.domain_score is not None and read_cam(model, 3).shape[-1] == 3
+
+
+def test_cam_of_float_and_int8_agree_on_the_bundled_model():
+    float_model = runtime.load_model(_bundled("hemalite_float32.tflite"))
+    int8_model = runtime.load_model(_bundled("hemalite_int8.tflite"))
+    if not float_model.has_output("cam"):
+        pytest.skip("the bundled model predates the cam output")
+    for path in real_images(1):
+        pixels = np.asarray(Image.open(path).convert("RGB").resize((224, 224)))
+        a, b = assess(float_model, pixels), assess(int8_model, pixels)
+        label = int(a.probabilities.argmax())
+        corr = np.corrcoef(a.cam[..., label].ravel(), b.cam[..., label].ravel())[0, 1]
+        assert corr > 0.9
+
+
+def _bundled(name: str) -> str:
+    from importlib import resources
+
+    return str(resources.files("hemalite") / "models" / name)
+
+
+def test_each_reason_appears_where_it_should(tmp_path):
+    model = runtime.load_model(_bundled("hemalite_int8.tflite"))
+    if model.domain is None:
+        pytest.skip("the bundled model predates the domain check")
+    smear = real_images(1)[0]
+    Image.new("RGB", (224, 224), (250, 250, 250)).save(tmp_path / "blank.png")
+    rng = np.random.default_rng(0)
+    # an everyday scene: sky, grass and a red roof, not a smear
+    photo = np.zeros((224, 224, 3), np.uint8)
+    photo[:90] = (120, 170, 230)
+    photo[90:] = (60, 140, 50)
+    photo[60:120, 80:160] = (180, 40, 30)
+    photo = np.clip(photo + rng.normal(0, 12, photo.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    csv_path = tmp_path / "out.csv"
+    jsonl_path = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(classify_command, [
+        str(tmp_path / "blank.png"), str(tmp_path / "photo.png"), str(smear),
+        "--csv", str(csv_path), "--jsonl", str(jsonl_path)])
+    rows = {r["source"].rsplit("/", 1)[-1]: r for r in map(json.loads, jsonl_path.read_text().splitlines())}
+    assert rows["blank.png"]["reason"] == dom.NO_LEUKOCYTE
+    assert rows["photo.png"]["reason"] in (dom.OUT_OF_DOMAIN, dom.NO_LEUKOCYTE)
+    assert rows[smear.name]["reason"] is None and rows[smear.name]["label"] == smear.parent.name
+    header = csv_path.read_text().splitlines()[0].split(",")
+    assert "reason" in header
+    assert "best guess" in result.output and "no-leukocyte" in result.output
+
+
+def test_heatmap_panels_have_the_image_size(tmp_path):
+    model = runtime.load_model(_bundled("hemalite_int8.tflite"))
+    if not model.has_output("cam"):
+        pytest.skip("the bundled model predates the cam output")
+    src = real_images(1)[0]
+    big = tmp_path / "big.jpg"
+    Image.open(src).resize((300, 260)).save(big)
+    out = tmp_path / "heat"
+    result = CliRunner().invoke(classify_command, [str(big), str(src), "--heatmaps", str(out)])
+    assert result.exit_code == 0, result.output
+    panels = sorted(out.glob("*.png"))
+    assert len(panels) == 2
+    sizes = {p.name.split(".")[0]: Image.open(p).size for p in panels}
+    assert sizes["big"] == (3 * 300, 260)
+    assert sizes[src.stem] == (3 * 224, 224)
