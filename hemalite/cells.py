@@ -42,16 +42,16 @@ def stain_score(rgb: np.ndarray) -> np.ndarray:
 
 
 def _pool(a: np.ndarray, size: int, reduce) -> np.ndarray:
-    """size x size max or mean over a 2-D array, 'same' output, as MAX_POOL_2D and
-    AVERAGE_POOL_2D compute it (padding ignored: a border mean counts valid pixels only)."""
-    pad = size // 2
-    if reduce is np.max:
-        padded = np.pad(a, pad, mode="constant", constant_values=-np.inf)
-        return np.lib.stride_tricks.sliding_window_view(padded, (size, size)).max(axis=(-1, -2))
-    sums = np.lib.stride_tricks.sliding_window_view(np.pad(a, pad), (size, size)).sum((-1, -2))
-    counts = np.lib.stride_tricks.sliding_window_view(np.pad(np.ones_like(a), pad),
-                                                      (size, size)).sum((-1, -2))
-    return sums / counts
+    """size x size max or mean over a 2-D float32 array, 'same' output, as MAX_POOL_2D and
+    AVERAGE_POOL_2D compute it (padding ignored: a border mean counts valid pixels only).
+    OpenCV's filters do it in a millisecond where numpy windows took a hundred."""
+    import cv2
+
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if reduce is np.max:  # dilate's default border never wins a max, like MAX_POOL's padding
+        return cv2.dilate(a, np.ones((size, size), np.uint8))
+    box = dict(ksize=(size, size), normalize=False, borderType=cv2.BORDER_CONSTANT)
+    return cv2.boxFilter(a, -1, **box) / cv2.boxFilter(np.ones_like(a), -1, **box)
 
 
 def stain_threshold(score: np.ndarray) -> float:
@@ -94,15 +94,17 @@ class Cell:
     area: int
 
 
-def find_cells(rgb: np.ndarray, min_pixels: int = MIN_CELL_PIXELS) -> list[Cell]:
+def find_cells(rgb: np.ndarray, min_pixels: int = MIN_CELL_PIXELS,
+               mask: np.ndarray | None = None) -> list[Cell]:
     """The leukocytes of an image as connected blobs of the mask, largest first.
 
     Blobs under `min_pixels` (platelets, dust, stray stain) are dropped. Touching cells
     merge into one blob: this counts stained regions, not a cytologist's cell count.
+    Pass `mask` when it is already computed (leukocyte_mask of the same image).
     """
     import cv2  # in the edge install already; the only use of OpenCV in the core
 
-    mask = leukocyte_mask(rgb).astype(np.uint8)
+    mask = (leukocyte_mask(rgb) if mask is None else mask).astype(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     cells = [Cell(*(int(v) for v in stats[i, :5])) for i in range(1, count)
              if stats[i, cv2.CC_STAT_AREA] >= min_pixels]

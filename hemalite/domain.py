@@ -62,8 +62,8 @@ def feature_score(z: np.ndarray, means: np.ndarray) -> np.ndarray:
 
 def cell_measures(rgb: np.ndarray) -> dict:
     """What a lab's microscope changes, read off the stain mask of one model-size image."""
-    found = cells.find_cells(rgb)
     mask = cells.leukocyte_mask(rgb)
+    found = cells.find_cells(rgb, mask=mask)
     stained = rgb[mask].astype(np.float64) if mask.any() else np.zeros((1, 3))
     total = stained.sum(1, keepdims=True) + 1e-6
     red, green = (stained / total).mean(0)[:2]  # chromaticity: colour without brightness
