@@ -35,7 +35,7 @@ demo: edge-venv
 
 # Rebuild the bundled model from the dataset: train, convert, benchmark, copy into the package.
 model: venv
-	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)"
+	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)" --fine-tune-epochs 8
 	$(VENV)/bin/hemalite convert $(RUN) --all
 	$(VENV)/bin/hemalite bench $(RUN) --out benchmarks/reports/$(shell uname -m) --runs 200 --warmup 20
 	cp $(RUN)/tflite/model_int8.tflite $(MODELS)/hemalite_int8.tflite

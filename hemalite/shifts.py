@@ -115,28 +115,27 @@ def shift_name(name: str, value: float) -> str:
 
 # ----------------------------------------------------------------------------- training jitter
 # Continuous ranges that reach a little past the audit's levels (the audit draws nothing from
-# here). Wider ranges were tried first (hue +-22, brightness 0.7-1.35, magnification
-# 0.6-1.7, each shift with p = 0.5): validation accuracy stalled at 91-94 % over 4 epochs.
+# here), one shift per image. Measured on all4's validation split while fine-tuning: every
+# shift applied with p = 0.5 (hue +-22, brightness 0.7-1.35, magnification 0.6-1.7) stalled
+# at 91-94 % after 4 epochs; these ranges, each shift with p = 0.4 (so 97 % of images
+# shifted, mostly 2-3 times), at 93-95 %. One shift at a time keeps clean images in the mix.
 JITTER = {"brightness": (0.8, 1.25), "contrast": (0.75, 1.25), "saturation": (0.55, 1.3),
-          "hue": (-17.0, 17.0), "magnification": (0.65, 1.6)}
-BLUR_RADIUS = (0.3, 1.8)
-JPEG_QUALITY = (25, 90)
-JITTER_P = 0.4  # each shift applies with this probability
+          "hue": (-17.0, 17.0), "magnification": (0.65, 1.6), "blur": (0.3, 1.8),
+          "jpeg": (25, 90)}
+JITTER_P = 0.6  # share of training images that get one random shift
 
 
 def random_acquisition(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One random acquisition: each shift with probability JITTER_P, random strength and order.
+    """With probability JITTER_P, one random shift at a random strength; else the image.
 
     Used by training on every image of every epoch (the audit never draws from here).
     """
-    steps = [(name, rng.uniform(*bounds)) for name, bounds in JITTER.items()]
-    steps.append(("blur", rng.uniform(*BLUR_RADIUS)))
-    steps.append(("jpeg", rng.integers(*JPEG_QUALITY)))
-    out = rgb
-    for i in rng.permutation(len(steps)):
-        if rng.random() < JITTER_P:
-            out = apply_shift(out, *steps[i])
-    return np.ascontiguousarray(out, dtype=np.uint8)
+    if rng.random() >= JITTER_P:
+        return rgb
+    name = list(JITTER)[rng.integers(len(JITTER))]
+    low, high = JITTER[name]
+    value = rng.integers(low, high + 1) if name == "jpeg" else rng.uniform(low, high)
+    return np.ascontiguousarray(apply_shift(rgb, name, value), dtype=np.uint8)
 
 
 # ----------------------------------------------------------------------------- ablations
