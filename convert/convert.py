@@ -79,6 +79,8 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     """Load model.keras, labels and config from a run directory, with clear errors."""
     import keras
 
+    import hemalite.train.model  # noqa: F401  registers the Ground layer for loading
+
     path = Path(run_dir)
     if not path.is_dir():
         raise ConvertError(f"run directory not found: {path}")
