@@ -158,3 +158,25 @@ def test_heatmap_panels_have_the_image_size(tmp_path):
     sizes = {p.name.split(".")[0]: Image.open(p).size for p in panels}
     assert sizes["big"] == (3 * 300, 260)
     assert sizes[src.stem] == (3 * 224, 224)
+
+
+@pytest.mark.slow
+def test_a_grounded_run_loads_in_a_fresh_process(tmp_path):
+    """convert runs in another process than train: the Ground layer must deserialise there."""
+    import subprocess
+    import sys
+
+    from hemalite.train.model import Ground
+
+    pixels = keras.Input((32, 32, 3), name="image")
+    out = keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(Ground(name="ground")(pixels)))
+    keras.Model(pixels, out).save(tmp_path / "model.keras")
+    (tmp_path / "config.json").write_text(json.dumps({"image_size": 32, "data_dir": "."}))
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    code = ("import sys; from hemalite.convert.convert import load_run; "
+            "print(load_run(sys.argv[1]).model.get_layer('ground').__class__.__name__)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("Ground")
