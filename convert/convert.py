@@ -92,7 +92,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     except (ValueError, OSError, KeyError, TypeError) as err:
         raise ConvertError(f"{model_path} is corrupt or unreadable: {err}") from None
     config = read_json(path / "config.json")
-    labels = tuple((path / "labels.txt").read_text(encoding="utf-8").split())
+    labels = data.read_labels(path / "labels.txt")
     size = int(config.get("image_size", model.input_shape[1]))
     return Run(path, model, labels, InputSpec(size, size), config)
 

@@ -65,7 +65,7 @@ def test_report_figures_are_sane(report, tiny_run, tiny_tflite):
     from hemalite.edge.runtime import load_model
     from hemalite.train import data
 
-    labels = tuple((tiny_run / "labels.txt").read_text().split())
+    labels = data.read_labels(tiny_run / "labels.txt")
     samples = data.read_manifest(tiny_run / "splits" / "test.csv", labels)
     root = json.loads((tiny_run / "config.json").read_text())["data_dir"]
     for m in rep["models"]:

@@ -157,3 +157,20 @@ def test_bad_inputs_each_get_one_clear_message(tiny_run, tmp_path):
     not_a_dir.write_text("x")
     r = runner.invoke(main, ["convert", str(tiny_run), "--float32", "--out", str(not_a_dir)])
     assert r.exit_code == 2 and "cannot write" in r.output
+
+
+def test_labels_with_spaces_survive_train_convert_and_the_edge(tmp_path):
+    from tests.conftest import TINY_SIZE, make_dataset
+
+    data_dir = make_dataset(tmp_path / "data", per_class=12,
+                            colours={"class A": (210, 40, 40), "b-2": (40, 60, 200)})
+    run = tmp_path / "run"
+    trained = CliRunner().invoke(main, [
+        "train", str(data_dir), "--out", str(run), "--weights", "none", "--alpha", "0.35",
+        "--image-size", str(TINY_SIZE), "--epochs", "1", "--batch-size", "8", "--no-ground",
+        "--no-acquisition", "--no-progress"])
+    assert trained.exit_code == 0, trained.output
+    converted = CliRunner().invoke(main, ["convert", str(run), "--float32"])
+    assert converted.exit_code == 0, converted.output
+    model = load_model(run / "tflite" / "model_float32.tflite")
+    assert model.info.labels == ("b-2", "class A")

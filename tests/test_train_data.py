@@ -71,3 +71,19 @@ def test_bad_dataset_folders_get_one_clear_error(tmp_path, case, message):
         (root / "empty_class").mkdir()
     with pytest.raises(data.DatasetError, match=message):
         data.scan_dataset(root)
+
+
+@pytest.mark.parametrize("name", [" lead", "trail ", "line\nbreak", "tab\there"])
+def test_a_class_name_that_cannot_be_one_line_of_labels_is_refused(tmp_path, name):
+    root = make_dataset(tmp_path / "d", per_class=2, colours={"red": (200, 0, 0),
+                                                             name: (0, 0, 200)})
+    with pytest.raises(data.DatasetError, match="rename it"):
+        data.scan_dataset(root)
+
+
+def test_labels_are_lines_and_may_hold_spaces(tmp_path):
+    root = make_dataset(tmp_path / "d", per_class=2, colours={"class A": (200, 0, 0),
+                                                             "b-2": (0, 0, 200)})
+    _, labels, _ = data.scan_dataset(root)
+    data.write_labels(tmp_path / "labels.txt", labels)
+    assert labels == ("b-2", "class A") == data.read_labels(tmp_path / "labels.txt")

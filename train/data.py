@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hemalite.contract import InputSpec, is_image_name, load_batch
-from hemalite.files import atomic_path
+from hemalite.files import atomic_path, write_text
 
 SPLITS = ("train", "val", "test")
 
@@ -28,6 +29,33 @@ class Sample:
     path: str  # relative to the dataset root, '/'-separated
     label: int
     digest: str  # sha256 of the file bytes: byte-identical files share it
+
+
+def check_label(name: str) -> None:
+    """Refuse a class-folder name that would not survive as one line of labels.txt.
+
+    Labels travel as lines (labels.txt in the run and inside every .tflite, whose readers
+    strip each line) and as UTF-8: spaces inside a name are fine, line breaks, control
+    characters, leading or trailing spaces and undecodable bytes are not.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetError(f"class folder {name.encode('utf-8', 'surrogateescape')!r} is not "
+                           "valid UTF-8: rename it (it becomes a label)") from None
+    if name != name.strip() or any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise DatasetError(f"class folder {name!r} starts or ends with a space or holds a "
+                           "control character: rename it (it becomes a label, one per line)")
+
+
+def write_labels(path: str | os.PathLike, labels) -> None:
+    """labels.txt: one label per line, in output order."""
+    write_text(path, "\n".join(labels) + "\n")
+
+
+def read_labels(path: str | os.PathLike) -> tuple[str, ...]:
+    """Read labels.txt: labels are whole lines (a label may contain spaces)."""
+    return tuple(line for line in Path(path).read_text(encoding="utf-8").splitlines() if line)
 
 
 def scan_dataset(root: str | os.PathLike) -> tuple[list[Sample], tuple[str, ...], list[str]]:
@@ -45,6 +73,8 @@ def scan_dataset(root: str | os.PathLike) -> tuple[list[Sample], tuple[str, ...]
         raise DatasetError(f"{root} has no class sub-folders (expected {root}/<class>/<image>)")
     if len(labels) < 2:
         raise DatasetError(f"{root} has a single class ({labels[0]}): need at least two")
+    for label in labels:
+        check_label(label)
     samples, skipped = [], []
     for index, label in enumerate(labels):
         found = 0

@@ -24,7 +24,7 @@ import numpy as np
 
 from hemalite import __version__
 from hemalite.contract import InputSpec
-from hemalite.files import atomic_path, write_json, write_text
+from hemalite.files import atomic_path, write_json
 from hemalite.metrics import classification_metrics
 from hemalite.train import data
 
@@ -170,7 +170,7 @@ def prepare_splits(cfg: TrainConfig, run: Path):
     splits, dup_groups = data.split_dataset(samples, fractions, cfg.seed)
     for name in data.SPLITS:
         data.write_manifest(run / "splits" / f"{name}.csv", splits[name], labels)
-    write_text(run / "labels.txt", "\n".join(labels) + "\n")
+    data.write_labels(run / "labels.txt", labels)
     summary = {"images": len(samples), "skipped": skipped, "duplicate_groups": dup_groups,
                **{name: len(splits[name]) for name in data.SPLITS}}
     return splits, labels, summary
