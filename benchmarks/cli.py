@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -78,6 +77,7 @@ def load_images(models, data_dir, manifest, data_root, limit):
     """Labels from the first .tflite (metadata) or the run; pixels through preprocess()."""
     from hemalite.contract import load_batch
     from hemalite.edge import sources
+    from hemalite.edge.classify import ground_truth
     from hemalite.metadata import read_model_info
 
     tflites = [m for m in models if m.endswith(".tflite")]
@@ -86,22 +86,27 @@ def load_images(models, data_dir, manifest, data_root, limit):
         raise BenchError("at least one .tflite model is needed for labels and input size")
     labels, spec = info.labels, info.spec
     if manifest:
-        files = sources.manifest_paths(manifest, data_root)
+        found = [(path, data_root) for path in sources.manifest_paths(manifest, data_root)]
         source = f"{manifest} (root {data_root})"
     else:
-        files = [p for p in sources.iter_paths([data_dir])]
+        found = list(sources.find_images([data_dir]))
         source = data_dir
-    files = [f for f in files if os.path.basename(os.path.dirname(f)) in labels]
+    # the truth is the class folder directly under the root, at any depth, as in training
+    labelled = [(path, truth) for path, root in found
+                if (truth := ground_truth(path, labels, root)) is not None]
+    if len(labelled) < len(found):
+        click.echo(f"warning: {len(found) - len(labelled)} of {len(found)} images are not under "
+                   f"a folder named after a label {list(labels)}: not measured", err=True)
     if limit:
         rng = np.random.default_rng(0)
-        files = [files[i] for i in sorted(rng.permutation(len(files))[:limit])]
-    if not files:
+        labelled = [labelled[i] for i in sorted(rng.permutation(len(labelled))[:limit])]
+    if not labelled:
         raise BenchError(f"no images in sub-folders named after the labels {list(labels)}")
-    x, kept, failures = load_batch(files, spec)
+    x, kept, failures = load_batch([path for path, _ in labelled], spec)
     for line in failures:
         click.echo(f"skipped: {line}", err=True)
-    files = [files[i] for i in kept]
-    y = np.array([labels.index(os.path.basename(os.path.dirname(f))) for f in files])
+    files = [labelled[i][0] for i in kept]
+    y = np.array([labels.index(labelled[i][1]) for i in kept], dtype=int)
     return x, y, files, labels, source
 
 

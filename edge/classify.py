@@ -68,8 +68,18 @@ class Checks:
     heatmap_dir: str | None = None  # write image | heatmap | outline panels here
 
 
-def ground_truth(path: str, labels) -> str | None:
-    """The label named by the image's parent folder (data/<label>/x.jpg), if any."""
+def ground_truth(path: str, labels, root: str | None = None) -> str | None:
+    """The label of the class folder an image sits in, as training labels it, if any.
+
+    Found under a folder given as input (root): the folder directly under root, at any
+    depth (root/<label>/sub/x.jpg), else root itself when named after a label
+    (`edge-classify data/Pre`). A file named directly: its parent folder.
+    """
+    if root is not None:
+        first = os.path.relpath(path, root).split(os.sep)
+        if len(first) > 1 and first[0] in labels:
+            return first[0]
+        path = os.path.join(root, "_")  # the root's own name is the last hope
     parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
     return parent if parent in labels else None
 
@@ -82,6 +92,7 @@ class Summary:
     n: int = 0
     failed: int = 0
     refer: int = 0
+    no_truth: int = 0  # classified images outside any folder named after a label
     counts: collections.Counter = field(default_factory=collections.Counter)
     reasons: collections.Counter = field(default_factory=collections.Counter)
     truth: list[int] = field(default_factory=list)
@@ -99,17 +110,20 @@ class Summary:
         self.refer += r.label == REFER
         if r.reason:
             self.reasons[r.reason] += 1
-        if r.truth is not None and r.label != REFER:
+        self.no_truth += r.truth is None
+        if r.truth is not None:  # REFER is the column after the labels
             self.truth.append(self.labels.index(r.truth))
-            self.predicted.append(self.labels.index(r.label))
+            self.predicted.append(len(self.labels) if r.label == REFER
+                                  else self.labels.index(r.label))
 
     @property
     def classified(self) -> int:
         return self.n - self.failed
 
     def accuracy(self) -> float | None:
-        return float(np.mean(np.array(self.truth) == np.array(self.predicted))) \
-            if self.truth else None
+        """Accuracy on the images with a ground truth that were not REFER."""
+        decided = [(t, p) for t, p in zip(self.truth, self.predicted) if p < len(self.labels)]
+        return float(np.mean([t == p for t, p in decided])) if decided else None
 
     def text(self) -> str:
         why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
@@ -117,12 +131,19 @@ class Summary:
                  f"{self.refer} REFER (for a morphologist{': ' + why if why else ''})"]
         lines.append("per class: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
         if self.truth:
-            lines.append(f"accuracy {self.accuracy():.4f} on {len(self.truth)} images with "
-                         "ground-truth folders (REFER excluded)")
-            cm = confusion_matrix(self.truth, self.predicted, len(self.labels))
-            width = max(len(x) for x in self.labels) + 2
+            k, accuracy = len(self.labels), self.accuracy()
+            decided = sum(p < k for p in self.predicted)
+            lines.append(f"accuracy {accuracy:.4f} on {decided} images with ground-truth "
+                         "folders (REFER excluded)" if accuracy is not None else
+                         "accuracy: none, every image with a ground-truth folder was REFER")
+            if self.no_truth:
+                lines.append(f"{self.no_truth} classified images are not under a folder named "
+                             "after a label: no ground truth, not counted in the accuracy")
+            columns = (*self.labels, REFER)
+            cm = confusion_matrix(self.truth, self.predicted, k + 1)[:k]
+            width = max(len(x) for x in columns) + 2
             lines.append("confusion (rows true, columns predicted):")
-            lines.append(" " * width + "".join(f"{x:>{width}}" for x in self.labels))
+            lines.append(" " * width + "".join(f"{x:>{width}}" for x in columns))
             for name, row in zip(self.labels, cm):
                 lines.append(f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row))
         if self.classified and self.wall_s > 0:
@@ -181,9 +202,14 @@ def _decode(path: str, spec: InputSpec, keep_rgb: bool = False):
         return None, None, err.strerror or str(err), time.perf_counter() - start
 
 
-def classify_paths(model: Model, paths: Iterable[str], summary: Summary, k: int = 1,
-                   checks: Checks = Checks(), workers: int = 2) -> Iterator[Result]:
-    """Decode in a thread pool (in order, a bounded window ahead), invoke on this thread."""
+def classify_paths(model: Model, paths: Iterable[str | tuple[str, str | None]],
+                   summary: Summary, k: int = 1, checks: Checks = Checks(),
+                   workers: int = 2) -> Iterator[Result]:
+    """Decode in a thread pool (in order, a bounded window ahead), invoke on this thread.
+
+    `paths` holds file names or (file name, root) pairs from sources.find_images: the
+    root is where the ground truth is read from (see ground_truth).
+    """
     labels, spec = model.info.labels, model.info.spec
     window: collections.deque = collections.deque()
     paths = iter(paths)
@@ -191,14 +217,15 @@ def classify_paths(model: Model, paths: Iterable[str], summary: Summary, k: int 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         def refill():
             while len(window) < 2 * max(1, workers):
-                path = next(paths, None)
-                if path is None:
+                item = next(paths, None)
+                if item is None:
                     return
-                window.append((path, pool.submit(_decode, path, spec,
-                                                 checks.heatmap_dir is not None)))
+                path, root = item if isinstance(item, tuple) else (item, None)
+                window.append((path, root, pool.submit(_decode, path, spec,
+                                                       checks.heatmap_dir is not None)))
         refill()
         while window:
-            path, future = window.popleft()
+            path, root, future = window.popleft()
             refill()
             pixels, rgb, error, decode_s = future.result()
             summary.decode_s += decode_s
@@ -206,7 +233,7 @@ def classify_paths(model: Model, paths: Iterable[str], summary: Summary, k: int 
                 result = Result(display_name(path), error=error)
             else:
                 result = classify(model, pixels, summary, k, checks, display_name(path), rgb)
-            result.truth = ground_truth(path, labels)
+            result.truth = ground_truth(path, labels, root)
             summary.add(result)
             summary.wall_s = time.perf_counter() - start
             yield result

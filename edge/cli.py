@@ -84,13 +84,14 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
     """
     setup_logging(verbose)
     live = camera is not None or picamera or video
+    inputs = list(sources.find_images(list(paths)))  # (path, root): the root sets the truth
     if manifest:
         try:
-            paths = list(paths) + sources.manifest_paths(manifest, data_root)
+            inputs += [(path, data_root) for path in sources.manifest_paths(manifest, data_root)]
         except sources.SourceError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
-    if not paths and not live:
+    if not paths and not manifest and not live:
         raise click.UsageError("give image paths, --manifest, --camera, --picamera or --video")
     try:
         model = runtime.load_model(model_path or runtime.default_model_path(), num_threads,
@@ -114,7 +115,7 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
             code = _run_frames(model, summary, writer, camera, picamera, video, top_k,
                                checks, headless, save_dir, every, max_frames)
         else:
-            code = _run_files(model, summary, writer, paths, top_k, checks, workers,
+            code = _run_files(model, summary, writer, inputs, top_k, checks, workers,
                               strict, quiet)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -144,9 +145,8 @@ def _floor(model, value: str, verbose: bool) -> float:
     return floor
 
 
-def _run_files(model, summary, writer, paths, top_k, checks, workers, strict, quiet):
-    for result in clf.classify_paths(model, sources.iter_paths(list(paths)), summary, top_k,
-                                     checks, workers):
+def _run_files(model, summary, writer, inputs, top_k, checks, workers, strict, quiet):
+    for result in clf.classify_paths(model, inputs, summary, top_k, checks, workers):
         writer.write(result)
         if result.error:
             click.echo(result.line(), err=True)

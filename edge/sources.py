@@ -33,15 +33,28 @@ def iter_paths(inputs: list[str]) -> Iterator[str]:
     Explicit files are yielded whatever their extension (a bad one gets its error line);
     inside folders only names with an image extension are taken.
     """
+    for path, _ in find_images(inputs):
+        yield path
+
+
+def find_images(inputs: list[str]) -> Iterator[tuple[str, str | None]]:
+    """iter_paths, with the folder each image was found under: (path, root).
+
+    root is the folder given (or matched by a glob), None for a file named directly; the
+    ground truth is the class folder directly under root, at any depth, as in training.
+    """
     seen_dirs: set[tuple[int, int]] = set()
     for item in inputs:
         if os.path.isdir(item):
-            yield from _walk(item, seen_dirs)
+            yield from ((path, item) for path in _walk(item, seen_dirs))
         elif os.path.lexists(item) or not glob.has_magic(item):
-            yield item  # a file, a broken link, a FIFO or a missing path: the runner says why
+            yield item, None  # a file, a broken link, a FIFO or a missing path: the runner says why
         else:
             for match in sorted(glob.glob(item, recursive=True)):
-                yield from (_walk(match, seen_dirs) if os.path.isdir(match) else [match])
+                if os.path.isdir(match):
+                    yield from ((path, match) for path in _walk(match, seen_dirs))
+                else:
+                    yield match, None
 
 
 def manifest_paths(manifest: str, root: str = ".") -> list[str]:

@@ -33,6 +33,19 @@ def make_dataset(root: Path, per_class: int = 16, size: int = 48, seed: int = 0,
     return root
 
 
+def nest(root: Path, subfolders=("sub one", "sub one/deep")) -> Path:
+    """Move images of every class folder deeper: root/<class>/sub one/deep/img.png.
+
+    The first image of each class stays where it is, the others go round the sub-folders.
+    """
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for i, image in enumerate(sorted(class_dir.glob("*.png"))[1:]):
+            target = class_dir / subfolders[i % len(subfolders)]
+            target.mkdir(parents=True, exist_ok=True)
+            image.rename(target / image.name)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("tiny") / "data")

@@ -129,3 +129,30 @@ edge_bench_command([{str(tiny_tflite['int8'])!r}, {str(tiny_tflite['float32'])!r
     rep = json.loads((tmp_path / "report.json").read_text())
     assert [m["variant"] for m in rep["models"]] == ["float32", "int8"]
     assert "| int8 |" in proc.stdout
+
+
+def test_bench_measures_images_in_nested_class_folders(tiny_tflite, tmp_path):
+    from hemalite.benchmarks.cli import load_images
+    from tests.conftest import make_dataset, nest
+
+    data = nest(make_dataset(tmp_path / "data", per_class=6, size=40))
+    models = [str(tiny_tflite["int8"])]
+    x, y, files, labels, _ = load_images(models, str(data), None, None, 0)
+    assert len(x) == len(files) == 18
+    assert [labels[i] for i in y] == [Path(f).relative_to(data).parts[0] for f in files]
+    manifest = tmp_path / "test.csv"  # what `hemalite bench RUN` reads: splits/test.csv
+    rows = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.png"))
+    manifest.write_text("path,label\n" + "".join(f"{r},{r.split('/')[0]}\n" for r in rows))
+    x, y, files, _, _ = load_images(models, None, str(manifest), str(data), 0)
+    assert len(x) == 18 and np.bincount(y).tolist() == [6, 6, 6]
+
+
+def test_bench_says_when_images_have_no_class_folder(tiny_tflite, tmp_path, capsys):
+    from hemalite.benchmarks.cli import load_images
+    from tests.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=2, size=40)
+    (data / "loose.png").write_bytes((data / "red" / "img_000.png").read_bytes())
+    x, _, _, _, _ = load_images([str(tiny_tflite["int8"])], str(data), None, None, 0)
+    assert len(x) == 6
+    assert "1 of 7 images are not under a folder named after a label" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from hemalite.edge import classify as clf
 from hemalite.edge import runtime, sources
 from hemalite.edge.cli import classify_command
 from hemalite.metadata import MetadataError
+from tests.conftest import make_dataset, nest
 from tests.test_contract import bad_files, unusual_images
 
 
@@ -77,6 +78,33 @@ def test_folder_with_ground_truth_prints_accuracy_and_writes_csv_jsonl(tiny_tfli
     assert all(len(r["top_k"].split(";")) == 2 for r in rows)
     lines = [json.loads(x) for x in out_jsonl.read_text().splitlines()]
     assert len(lines) == 9 and all(x["label"] == x["truth"] for x in lines)
+
+
+def test_ground_truth_is_the_class_folder_under_the_root_given_at_any_depth(tmp_path):
+    labels = ("Pre", "Pro")
+    assert clf.ground_truth("data/Pre/sub one/deep/x.jpg", labels, "data") == "Pre"
+    assert clf.ground_truth("data/Pre/x.jpg", labels, "data") == "Pre"
+    assert clf.ground_truth("data/Pre/Pro/x.jpg", labels, "data") == "Pre"  # as training
+    assert clf.ground_truth("data/Pre/sub/x.jpg", labels, "data/Pre/") == "Pre"  # a class given
+    assert clf.ground_truth("data/other/Pre/x.jpg", labels, "data") is None
+    assert clf.ground_truth("elsewhere/Pro/x.jpg", labels) == "Pro"  # a file named directly
+
+
+def test_images_in_nested_folders_keep_their_ground_truth(tiny_tflite, tmp_path):
+    data = nest(make_dataset(tmp_path / "data", per_class=6, size=40))
+    (tmp_path / "data" / "loose.png").write_bytes((data / "red" / "img_000.png").read_bytes())
+    result = run_cli(data, "--model", tiny_tflite["float32"])
+    assert result.exit_code == 0, result.output
+    assert "19 inputs: 19 classified" in result.output
+    assert "accuracy 1.0000 on 18 images" in result.output
+    assert "1 classified images are not under a folder named after a label" in result.output
+    manifest = tmp_path / "m.csv"
+    rows = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.png") if p.parent != data)
+    manifest.write_text("path,label\n" + "".join(f"{r},{r.split('/')[0]}\n" for r in rows))
+    result = run_cli("--manifest", manifest, "--data-root", data, "--model",
+                     tiny_tflite["float32"], "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "accuracy 1.0000 on 18 images" in result.output
 
 
 def test_every_bad_input_gets_a_line_and_the_run_goes_on(tiny_tflite, tmp_path):
