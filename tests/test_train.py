@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,7 +139,8 @@ def test_baseline_cnn_trains_through_the_cli(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("setup, message", [
     ("missing", "dataset folder not found"), ("single", "single class"),
-    ("hollow", "has no images")])
+    ("hollow", "has no images"), ("few", "class 'red' has 3 images: too few to split"
+                                         " into train and validation (at least 5")])
 def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, message):
     from tests.conftest import make_dataset
 
@@ -148,6 +150,74 @@ def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, messag
     elif setup == "hollow":
         make_dataset(data, per_class=2)
         (data / "nothing").mkdir()
+    elif setup == "few":
+        make_dataset(data, per_class=12)
+        for extra in sorted((data / "red").iterdir())[3:]:
+            extra.unlink()
     result = CliRunner().invoke(main, tiny_args(data, tmp_path / "run", "--epochs", "1"))
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # a refused run leaves nothing behind
+
+
+def tiny_run_args(run: Path, *changed):
+    """The options the tiny_run fixture was trained with, as a command line."""
+    config = json.loads((run / "config.json").read_text())
+    return ["train", config["data_dir"], "--out", str(run), "--weights", "none", "--alpha",
+            "0.35", "--image-size", str(TINY_SIZE), "--epochs", "12", "--batch-size", "8",
+            "--learning-rate", "0.01", "--patience", "12", "--no-augment", "--no-ground",
+            "--no-acquisition", "--no-progress", *changed]
+
+
+def test_a_run_dir_is_not_reused_with_other_options_and_force_clears_it(tiny_run, tiny_tflite,
+                                                                        tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "notes.txt").write_text("mine")
+    stale = run / "tflite" / "model_int8.tflite"
+    assert stale.is_file()
+    other = CliRunner().invoke(main, tiny_run_args(run, "--image-size", "48"))
+    assert other.exit_code == 2, other.output
+    assert "holds a run trained with other options (--image-size 32 -> 48)" in other.output
+    assert stale.is_file()  # refused: nothing touched
+    again = CliRunner().invoke(main, tiny_run_args(run))
+    assert again.exit_code == 0, again.output
+    assert "already complete" in again.output and "--force to retrain" in again.output
+    from hemalite.train.fit import RUN_ARTEFACTS, TrainConfig, prepare_run_dir
+
+    config = json.loads((run / "config.json").read_text())
+    assert prepare_run_dir(TrainConfig(data_dir=config["data_dir"], out=str(run),
+                                       image_size=48, force=True)) is False
+    assert not any((run / name).exists() for name in RUN_ARTEFACTS)
+    assert (run / "notes.txt").read_text() == "mine"  # not a run artefact: kept
+
+
+def test_imagenet_weights_without_network_is_one_line(tmp_path):
+    from tests.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=12)
+    closed = "http://127.0.0.1:9"  # nothing listens on the discard port: no network
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "https_proxy": closed,
+           "HTTPS_PROXY": closed, "http_proxy": closed, "HTTP_PROXY": closed, "no_proxy": ""}
+    code = "import sys; from hemalite.cli import main; sys.exit(main())"
+    proc = subprocess.run([sys.executable, "-c", code, "train", str(data), "--out",
+                           str(tmp_path / "run"), "--image-size", "96", "--epochs", "1",
+                           "--no-progress"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: cannot download the ImageNet weights (no network?): pass "
+                      "--weights PATH (a local .weights.h5) or --weights none"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="shared ImageNet weights absent")
+def test_weights_of_another_width_are_one_line():
+    from hemalite.train.data import TrainError
+
+    with pytest.raises(TrainError, match="does not match --alpha 0.35") as err:
+        models.build_backbone(96, 0.35, str(WEIGHTS))
+    assert len(str(err.value)) < 200

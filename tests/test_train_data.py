@@ -87,3 +87,16 @@ def test_labels_are_lines_and_may_hold_spaces(tmp_path):
     _, labels, _ = data.scan_dataset(root)
     data.write_labels(tmp_path / "labels.txt", labels)
     assert labels == ("b-2", "class A") == data.read_labels(tmp_path / "labels.txt")
+
+
+def test_too_few_images_names_the_class_and_the_minimum(tmp_path):
+    root = make_dataset(tmp_path / "d", per_class=12)
+    for extra in sorted((root / "green").iterdir())[4:]:
+        extra.unlink()
+    samples, labels, _ = data.scan_dataset(root)
+    fractions = (0.8, 0.1, 0.1)
+    splits, _ = data.split_dataset(samples, fractions)
+    with pytest.raises(data.DatasetError, match=r"class 'green' has 4 images: too few .*at "
+                                                r"least 5 distinct images per class"):
+        data.check_split(splits, labels, fractions)
+    assert data.smallest_class((0.6, 0.2, 0.2)) == 3 and data.smallest_class((0.9, 0, 0.1)) is None

@@ -15,8 +15,10 @@ from hemalite.cli import setup_logging
 @click.option("--arch", type=click.Choice(["mobilenetv2", "cnn"]), default="mobilenetv2",
               show_default=True, help="MobileNetV2 transfer learning, or the paper's 3-conv baseline.")
 @click.option("--weights", default="imagenet", show_default=True,
-              help="'imagenet' (Keras download), 'none', or a local .weights.h5 file.")
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width.")
+              help="'imagenet' (Keras download), 'none', or a local .weights.h5 file made "
+                   "for the same --alpha.")
+@click.option("--alpha", type=float, default=1.0, show_default=True,
+              help="MobileNetV2 width; pretrained weights must be for this width.")
 @click.option("--image-size", type=int, default=224, show_default=True, help="Input side in pixels.")
 @click.option("--epochs", type=int, default=50, show_default=True,
               help="Max epochs of the head phase (single phase without pretrained weights).")
@@ -44,24 +46,32 @@ from hemalite.cli import setup_logging
               help="While fine-tuning, also vary lamp brightness, contrast, stain hue, "
                    "saturation, focus, JPEG quality and magnification (another lab's microscope).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--force", is_flag=True,
+              help="Delete what an earlier run left in --out (model, splits, tflite/...) and "
+                   "train afresh.")
 @click.option("--verbose", is_flag=True, help="Log each step.")
 def train_command(data_dir, out, verbose, **options):
     """Train on DATA_DIR, one sub-folder per class (labels = sorted folder names).
 
     Writes to --out: model.keras, config.json, splits/{train,val,test}.csv, history.json,
     metrics.json and confusion_matrix.png. Running the same command again after an
-    interruption resumes where it stopped.
+    interruption resumes where it stopped; after a finished run it does nothing. An --out
+    holding a run made with other options is refused (--force replaces it).
     """
     setup_logging(verbose)
-    from hemalite.train.data import DatasetError
+    from hemalite.train.data import TrainError
     from hemalite.train.fit import TrainConfig, train
 
     cfg = TrainConfig(data_dir=data_dir, out=out, **options)
     try:
         result = train(cfg)
-    except (DatasetError, FileNotFoundError, ValueError) as err:
+    except (TrainError, FileNotFoundError, ValueError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+    if result.get("already_complete"):
+        click.echo(f"already complete: {out} holds a finished run with these options "
+                   "(--force to retrain)")
+        return
     split = result["split"]
     click.echo(f"images: {split['images']} (train {split['train']}, val {split['val']}, "
                f"test {split['test']}); duplicate groups kept together: "

@@ -20,7 +20,11 @@ from hemalite.files import atomic_path, write_text
 SPLITS = ("train", "val", "test")
 
 
-class DatasetError(ValueError):
+class TrainError(ValueError):
+    """A user error in the train stage: printed as one line, no traceback."""
+
+
+class DatasetError(TrainError):
     """A dataset folder that cannot be trained on (one clear line for the user)."""
 
 
@@ -122,6 +126,31 @@ def split_dataset(samples: list[Sample], fractions=(0.8, 0.1, 0.1),
     for name in SPLITS:
         splits[name].sort(key=lambda s: s.path)
     return splits, duplicate_groups
+
+
+def smallest_class(fractions) -> int | None:
+    """The fewest distinct images a class needs for split_dataset to give it at least one
+    training and one validation image (None when the validation fraction is 0)."""
+    for n in range(1, 1001):
+        targets = np.cumsum(fractions)[:-1] * n
+        parts = {int(np.searchsorted(targets, count, side="right")) for count in range(n)}
+        if {0, 1} <= parts:
+            return n
+    return None
+
+
+def check_split(splits: dict[str, list[Sample]], labels, fractions) -> None:
+    """Refuse a split where a class has no training or no validation image, naming it."""
+    for index, label in enumerate(labels):
+        counts = {name: sum(s.label == index for s in part) for name, part in splits.items()}
+        if counts["train"] and counts["val"]:
+            continue
+        need = smallest_class(fractions)
+        raise DatasetError(
+            f"class '{label}' has {sum(counts.values())} images: too few to split into train "
+            f"and validation (" + (f"at least {need} distinct images per class with "
+                                   f"--val-fraction {fractions[1]:g} --test-fraction "
+                                   f"{fractions[2]:g})" if need else "--val-fraction is 0)"))
 
 
 def write_manifest(path: str | os.PathLike, samples: list[Sample], labels) -> None:

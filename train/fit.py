@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 
 from hemalite import __version__
 from hemalite.contract import InputSpec
-from hemalite.files import atomic_path, write_json
+from hemalite.files import atomic_path, read_json, write_json
 from hemalite.metrics import classification_metrics
 from hemalite.train import data
 
@@ -55,6 +56,7 @@ class TrainConfig:
     ground: bool = True  # background outside the leukocyte mask set to one grey, in the model
     acquisition: bool = True  # + another lab's lamp, stain, focus, JPEG, magnification
     progress: bool = True
+    force: bool = False  # replace whatever an earlier run left in `out`
 
     @property
     def spec(self) -> InputSpec:
@@ -163,33 +165,84 @@ def save_keras(model, path: Path) -> None:
         model.save(tmp)
 
 
-def prepare_splits(cfg: TrainConfig, run: Path):
-    """Scan, split and write manifests (deterministic: a resumed run rewrites the same)."""
+# What `hemalite train` (and `hemalite convert`'s default --out) leave in a run directory.
+RUN_ARTEFACTS = ("model.keras", "config.json", "labels.txt", "history.json", "metrics.json",
+                 "confusion_matrix.png", "splits", "checkpoints", "tflite")
+_NOT_COMPARED = ("out", "progress", "force")  # options that do not change the model
+
+
+def prepare_run_dir(cfg: TrainConfig) -> bool:
+    """Check cfg.out before any work; True when it holds this very run, finished.
+
+    A run directory holds one model and what was made from it. Other options there are
+    refused (the old tflite/ would contradict the new model) and so are files without a
+    config.json; the same options resume an interrupted run. --force deletes what an
+    earlier run left, then trains afresh.
+    """
+    run = Path(cfg.out)
+    present = [name for name in RUN_ARTEFACTS if (run / name).exists()]
+    if cfg.force:
+        for name in present:
+            path = run / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        return False
+    if not present:
+        return False
+    if "config.json" not in present:
+        raise data.TrainError(f"{run} already holds {', '.join(present)} from another run: "
+                              "use another --out, or --force to replace them")
+    old, new = read_json(run / "config.json"), dataclasses.asdict(cfg)
+    old["data_dir"] = os.path.abspath(old.get("data_dir", ""))
+    new["data_dir"] = os.path.abspath(new["data_dir"])
+    changed = [f"--{k.replace('_', '-')} {old[k]} -> {new[k]}" for k in new
+               if k not in _NOT_COMPARED and k in old and old[k] != new[k]]
+    if changed:
+        raise data.TrainError(f"{run} holds a run trained with other options ("
+                              + "; ".join(changed) + "): use another --out, or --force to "
+                              "replace it")
+    return ((run / "model.keras").is_file() and (run / "metrics.json").is_file()
+            and not (run / "checkpoints").exists())
+
+
+def prepare_splits(cfg: TrainConfig):
+    """Scan and split (deterministic: a resumed run gets the same split); nothing written."""
     samples, labels, skipped = data.scan_dataset(cfg.data_dir)
     fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
     splits, dup_groups = data.split_dataset(samples, fractions, cfg.seed)
-    for name in data.SPLITS:
-        data.write_manifest(run / "splits" / f"{name}.csv", splits[name], labels)
-    data.write_labels(run / "labels.txt", labels)
+    data.check_split(splits, labels, fractions)
     summary = {"images": len(samples), "skipped": skipped, "duplicate_groups": dup_groups,
                **{name: len(splits[name]) for name in data.SPLITS}}
     return splits, labels, summary
 
 
-def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
-    """Run the whole recipe; write model, config, manifests, history and metrics to cfg.out."""
+def write_run_start(cfg: TrainConfig, run: Path, splits, labels) -> None:
+    """config.json (to replay the run), manifests and labels.txt: written once the data and
+    the model are known to be good, so a run refused up front leaves nothing behind."""
     import keras
     import tensorflow as tf
+
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(run / "config.json", {**dataclasses.asdict(cfg), "hemalite": __version__,
+                                     "tensorflow": tf.__version__, "keras": keras.__version__})
+    for name in data.SPLITS:
+        data.write_manifest(run / "splits" / f"{name}.csv", splits[name], labels)
+    data.write_labels(run / "labels.txt", labels)
+
+
+def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
+    """Run the whole recipe; write model, config, manifests, history and metrics to cfg.out.
+
+    Returns metrics.json's content; with "already_complete" when cfg.out held this run."""
+    import keras
 
     from hemalite.train import model as models
 
     start = time.time()
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
+    if prepare_run_dir(cfg):
+        return {**read_json(run / "metrics.json"), "already_complete": True}
     keras.utils.set_random_seed(cfg.seed)
-    write_json(run / "config.json", {**dataclasses.asdict(cfg), "hemalite": __version__,
-                                     "tensorflow": tf.__version__, "keras": keras.__version__})
-    splits, labels, summary = prepare_splits(cfg, run)
+    splits, labels, summary = prepare_splits(cfg)
     log.info("split: %s", {k: v for k, v in summary.items() if k != "skipped"})
     pixels = {}
     for name in data.SPLITS:
@@ -216,6 +269,7 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
                 len(labels), cfg.image_size, cfg.alpha, cfg.weights, cfg.dropout, cfg.ground)
         else:
             raise ValueError(f"unknown --arch {cfg.arch!r} (mobilenetv2, cnn)")
+    write_run_start(cfg, run, splits, labels)
 
     if pretrained:
         # Phase 1: the head on cached features of the frozen backbone.

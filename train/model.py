@@ -6,11 +6,14 @@ so the exported .tflite needs no normalisation code on the device.
 from __future__ import annotations
 
 import os
+import urllib.error
+import warnings
 
 import keras
 
 from hemalite import cells
 from hemalite.contract import NORM_MEAN, NORM_STD
+from hemalite.train.data import TrainError
 
 BACKBONE = "mobilenetv2"
 
@@ -70,11 +73,26 @@ def freeze_batchnorm(model: keras.Model) -> int:
 def build_backbone(image_size: int, alpha: float, weights: str) -> keras.Model:
     """MobileNetV2 without its top, average-pooled, with ImageNet or local weights."""
     resolved = resolve_weights(weights)
-    base = keras.applications.MobileNetV2(
-        input_shape=(image_size, image_size, 3), alpha=alpha, include_top=False,
-        weights="imagenet" if resolved == "imagenet" else None, pooling="avg")
+    try:
+        base = keras.applications.MobileNetV2(
+            input_shape=(image_size, image_size, 3), alpha=alpha, include_top=False,
+            weights="imagenet" if resolved == "imagenet" else None, pooling="avg")
+    except Exception as err:  # Keras turns a failed download into a bare Exception
+        if isinstance(err.__context__, urllib.error.URLError):
+            raise TrainError("cannot download the ImageNet weights (no network?): pass "
+                             "--weights PATH (a local .weights.h5) or --weights none") from None
+        raise
     if resolved not in (None, "imagenet"):
-        base.load_weights(resolved)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                base.load_weights(resolved)
+            except ValueError:  # its message prints every mismatched weight array
+                raise TrainError(f"{resolved} does not match --alpha {alpha}: MobileNetV2 "
+                                 "weights are made for one width (a file named "
+                                 "mobilenet_v2_1.0_* is alpha 1.0)") from None
+        for w in caught:  # a load that worked keeps its warnings
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if resolved is None:
         # From scratch, BatchNorm's moving statistics must converge within the few hundred
         # steps of a small dataset; Keras' MobileNetV2 default (0.999) needs thousands, and
