@@ -12,14 +12,30 @@ import time
 
 import click
 
-from hemalite import DISCLAIMER
+from hemalite import DISCLAIMER, __version__
 from hemalite.cli import setup_logging
-from hemalite.contract import preprocess
+from hemalite.contract import IMAGE_EXTENSIONS, preprocess
 from hemalite.edge import classify as clf
 from hemalite.edge import runtime, sources
 from hemalite.metadata import MetadataError
 
 log = logging.getLogger(__name__)
+
+
+class Confidence(click.ParamType):
+    """--min-confidence: 'auto' (the model's stored floor) or a probability in [0, 1],
+    checked as the command line is read; the one place to teach it other values."""
+
+    name = "auto|probability"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        return click.FloatRange(0.0, 1.0).convert(number, param, ctx)
 
 
 def _model_help() -> str:
@@ -28,6 +44,7 @@ def _model_help() -> str:
 
 
 @click.command("edge-classify", epilog=DISCLAIMER)
+@click.version_option(__version__, prog_name="edge-classify")
 @click.argument("paths", nargs=-1)
 @click.option("--model", "model_path", default=None, help=_model_help())
 @click.option("--camera", default=None, is_flag=False, flag_value="0",
@@ -38,8 +55,9 @@ def _model_help() -> str:
               help="Classify the images a CSV manifest lists (its 'path' column), e.g. a test split.")
 @click.option("--data-root", default=".", show_default=True,
               help="Folder the manifest's relative paths start from.")
-@click.option("--top-k", type=int, default=1, show_default=True, help="Classes shown per image.")
-@click.option("--min-confidence", default="auto", show_default=True,
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Classes shown per image (at most the model's number of labels).")
+@click.option("--min-confidence", type=Confidence(), default="auto", show_default=True,
               help="Below this top probability the result is REFER (low-confidence). 'auto' "
                    "uses the floor stored in the model by `hemalite convert` (0 if it has none).")
 @click.option("--domain-check/--no-domain-check", default=True, show_default=True,
@@ -50,17 +68,18 @@ def _model_help() -> str:
                    "with --camera/--video, the live window shows the heatmap too.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.")
 @click.option("--jsonl", "jsonl_path", type=click.Path(dir_okay=False), help="Write results as JSON lines.")
-@click.option("--num-threads", type=int, default=os.cpu_count() or 1, show_default=True,
-              help="Interpreter threads.")
-@click.option("--workers", type=int, default=2, show_default=True,
+@click.option("--num-threads", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              show_default=True, help="Interpreter threads.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Decoding threads for files (overlap with inference).")
 @click.option("--strict", is_flag=True, help="Stop at the first input that fails.")
-@click.option("--quiet", is_flag=True, help="Only the summary, no per-image lines.")
+@click.option("--quiet", is_flag=True, help="Only the summary, no per-image or per-frame lines.")
 @click.option("--headless", is_flag=True, help="Never open a window (automatic with no display).")
 @click.option("--save-dir", type=click.Path(file_okay=False), help="Save annotated frames here.")
-@click.option("--every", type=int, default=30, show_default=True,
+@click.option("--every", type=click.IntRange(min=1), default=30, show_default=True,
               help="Camera/video: print and save every N-th frame.")
-@click.option("--max-frames", type=int, default=0, help="Camera/video: stop after N frames (0 = no limit).")
+@click.option("--max-frames", type=click.IntRange(min=0), default=0,
+              help="Camera/video: stop after N frames (0 = no limit).")
 @click.option("--runtime", "runtime_name", type=click.Choice([r for r, _ in runtime.RUNTIMES]),
               default=None, help="Force a runtime  [default: first found of these]")
 @click.option("--verbose", is_flag=True, help="Say which runtime and model run.")
@@ -83,7 +102,13 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
       edge-classify --video slide_scan.mp4 --headless --save-dir frames/
     """
     setup_logging(verbose)
+    given = [name for name, on in (("PATHS", paths), ("--manifest", manifest),
+                                   ("--camera", camera is not None), ("--picamera", picamera),
+                                   ("--video", video)) if on]
     live = camera is not None or picamera or video
+    if live and len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} given: choose one source (files and "
+                               "--manifest combine; a camera or a video runs alone)")
     inputs = list(sources.find_images(list(paths)))  # (path, root): the root sets the truth
     if manifest:
         try:
@@ -99,6 +124,9 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
     except (runtime.ModelError, MetadataError, runtime.RuntimeNotFound) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
+    if top_k > len(model.info.labels):
+        raise click.BadParameter(f"{top_k} is more than the model's {len(model.info.labels)} "
+                                 "labels", param_hint="'--top-k'")
     if verbose:
         click.echo(f"model {model.path} ({model.info.name}, {len(model.info.labels)} labels, "
                    f"{model.info.spec.width}x{model.info.spec.height}); runtime "
@@ -122,40 +150,50 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
         code = 130
     finally:
         writer.close()
-    click.echo(summary.text())
+    if summary.n:  # an empty run has had its one error line
+        click.echo(summary.text())
     sys.exit(code)
 
 
-def _floor(model, value: str, verbose: bool) -> float:
-    """--min-confidence: a probability, or 'auto' for the floor stored in the model."""
+def _floor(model, value: str | float, verbose: bool) -> float:
+    """--min-confidence (checked by Confidence): a probability, or 'auto' for the floor
+    stored in the model."""
     if value == "auto":
         floor = model.domain.min_confidence if model.domain else 0.0
         if verbose:
             click.echo(f"--min-confidence auto: {floor:.3f}"
                        + ("" if model.domain else " (the model stores no floor)"), err=True)
         return floor
-    try:
-        floor = float(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is neither a number nor 'auto'",
-                                 param_hint="--min-confidence") from None
-    if not 0.0 <= floor <= 1.0:
-        raise click.BadParameter(f"{floor} is not in the range 0 to 1",
-                                 param_hint="--min-confidence")
-    return floor
+    return float(value)
 
 
 def _run_files(model, summary, writer, inputs, top_k, checks, workers, strict, quiet):
-    for result in clf.classify_paths(model, inputs, summary, top_k, checks, workers):
-        writer.write(result)
-        if result.error:
-            click.echo(result.line(), err=True)
-            if strict:
-                click.echo("stopping: --strict", err=True)
-                return 1
-        elif not quiet:
-            click.echo(result.line())
+    from tqdm import tqdm
+
+    if not inputs:
+        click.echo("error: no images found (folders are searched for "
+                   f"{', '.join(IMAGE_EXTENSIONS)})", err=True)
+        return 1
+    # a progress bar on a terminal's stderr when the per-image lines are not shown there
+    progress = tqdm(total=len(inputs), unit="img", desc="classifying", leave=False,
+                    disable=None if quiet or not sys.stdout.isatty() else True)
+    with progress:
+        for result in clf.classify_paths(model, inputs, summary, top_k, checks, workers):
+            writer.write(result)
+            progress.update()
+            if result.error:
+                progress.write(result.line(), file=sys.stderr)
+                if strict:
+                    progress.write("stopping: --strict", file=sys.stderr)
+                    return 1
+            elif not quiet:
+                click.echo(result.line())
     return 1 if summary.failed else 0
+
+
+def _frame_source(camera, picamera, video) -> str:
+    """How frames are named in the results: the video file, the camera, or picamera."""
+    return "picamera" if picamera else (video if video else f"camera {camera}")
 
 
 def _frames(camera, picamera, video):

@@ -77,6 +77,8 @@ def load_image(path: str | os.PathLike, spec: InputSpec | None = None) -> np.nda
     Raises ImageError with a one-line reason for anything that is not a readable image.
     """
     path = os.fspath(path)
+    if not os.path.lexists(path):
+        raise ImageError("no such file")
     if not os.path.isfile(path):  # a FIFO or a directory named like an image: never open it
         reason = "broken symlink" if os.path.islink(path) and not os.path.exists(path) else (
             "is a directory" if os.path.isdir(path) else "not a regular file")

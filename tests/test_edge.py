@@ -139,11 +139,54 @@ def test_unusual_valid_images_and_globs_are_classified(tiny_tflite, tmp_path):
     assert f"{len(made)} inputs: {len(made)} classified, 0 failed" in result.output
 
 
-def test_refer_below_min_confidence_is_counted(tiny_tflite, tmp_path):
+def test_refer_below_min_confidence_is_counted_and_shows_the_best_guess(tiny_tflite, tmp_path):
     folder = colour_folder(tmp_path / "imgs")
-    result = run_cli(folder, "--model", tiny_tflite["float32"], "--min-confidence", "1.01")
-    assert result.exit_code == 0
+    # int8 probabilities stop at 255/256: everything is below 1
+    result = run_cli(folder, "--model", tiny_tflite["int8"], "--min-confidence", "1",
+                     "--top-k", "2")
+    assert result.exit_code == 0, result.output
     assert "9 REFER" in result.output and result.output.count("\tREFER\t") == 9
+    line = next(x for x in result.output.splitlines() if "red_0.jpg" in x)
+    fields = line.split("\t")  # path, REFER, p, reason: detail (best guess), (next class)
+    assert fields[1] == "REFER" and "(best guess red " in fields[3]
+    assert len(fields) == 5 and fields[4].startswith("(")
+    summary = result.output.splitlines()
+    header = next(i for i, x in enumerate(summary) if x.startswith("confusion"))
+    assert summary[header + 1].split() == ["blue", "green", "red", "REFER"]
+    assert summary[header + 4].split() == ["red", "0", "0", "0", "3"]
+
+
+def test_paper_cuts_on_the_command_line(tiny_tflite, tmp_path):
+    model = ("--model", tiny_tflite["int8"])
+    missing = run_cli(tmp_path / "nope.jpg", *model)
+    assert missing.exit_code == 1 and "nope.jpg: ERROR no such file" in missing.output
+    (tmp_path / "empty").mkdir()
+    empty = run_cli(tmp_path / "empty", *model)
+    assert empty.exit_code == 1 and "error: no images found" in empty.output
+    assert "0 inputs" not in empty.output
+    assert run_cli("--version").output.startswith("edge-classify, version ")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--top-k", "0"], "--top-k"), (["x.jpg", "--top-k", "4"], "--top-k"),  # the model has 3
+    (["--min-confidence", "2"], "--min-confidence"), (["--min-confidence", "-1"], "--min-confidence"),
+    (["--num-threads", "0"], "--num-threads"), (["--num-threads", "-1"], "--num-threads"),
+    (["--workers", "0"], "--workers"),
+    (["--camera", "0", "--video", "x.avi"], "--camera and --video"),
+    (["some.jpg", "--camera", "0"], "PATHS and --camera"),
+    (["some.jpg", "--video", "x.avi"], "PATHS and --video")])
+def test_bad_option_values_are_refused_with_the_option_name(tiny_tflite, args, option):
+    result = run_cli(*args, "--model", tiny_tflite["int8"])
+    assert result.exit_code == 2, result.output
+    assert option in result.output and "Traceback" not in result.output
+
+
+def test_every_zero_is_refused_not_a_division_by_zero(tiny_tflite, tmp_path):
+    video = write_video(tmp_path / "clip.avi", [(210, 40, 40)] * 3)
+    result = run_cli("--video", video, "--every", "0", "--headless", "--model",
+                     tiny_tflite["int8"])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--every'" in result.output
 
 
 def write_video(path: Path, colours, size=(64, 48)) -> Path:
