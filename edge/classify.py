@@ -35,6 +35,7 @@ class Result:
     truth: str | None = None  # the ground-truth folder name, when there is one
     reason: str | None = None  # why REFER: no-leukocyte, out-of-domain, low-confidence
     detail: str = ""  # the numbers behind the reason
+    time_s: float | None = None  # frames: position in the video / seconds since the camera began
 
     @property
     def guess(self) -> str | None:
@@ -250,7 +251,7 @@ class ResultWriter:
             self._files.append(fh)
             self._csv = (fh, csv.writer(fh))
             self._csv[1].writerow(["source", "label", "probability", "top_k", "error", "truth",
-                                   "reason", "detail"])
+                                   "reason", "detail", "time_s"])
         if jsonl_path:
             self._jsonl = open(jsonl_path, "w", encoding="utf-8")
             self._files.append(self._jsonl)
@@ -260,7 +261,8 @@ class ResultWriter:
             top = ";".join(f"{name}:{p:.4f}" for name, p in r.top)
             prob = "" if r.probability is None else f"{r.probability:.4f}"
             self._csv[1].writerow([r.source, r.label or "", prob, top, r.error or "",
-                                   r.truth or "", r.reason or "", r.detail])
+                                   r.truth or "", r.reason or "", r.detail,
+                                   "" if r.time_s is None else r.time_s])
             self._csv[0].flush()
         if self._jsonl:
             self._jsonl.write(json.dumps(asdict(r)) + "\n")

@@ -141,7 +141,7 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
     try:
         if live:
             code = _run_frames(model, summary, writer, camera, picamera, video, top_k,
-                               checks, headless, save_dir, every, max_frames)
+                               checks, headless, save_dir, every, max_frames, quiet)
         else:
             code = _run_files(model, summary, writer, inputs, top_k, checks, workers,
                               strict, quiet)
@@ -205,22 +205,30 @@ def _frames(camera, picamera, video):
 
 
 def _run_frames(model, summary, writer, camera, picamera, video, top_k, checks,
-                headless, save_dir, every, max_frames):
+                headless, save_dir, every, max_frames, quiet=False):
     window = not headless and sources.has_display()
     if save_dir:
         os.makedirs(save_dir, exist_ok=True)
+    name = _frame_source(camera, picamera, video)
+    video_fps = sources.video_fps(video) if video else None
     start, index = time.perf_counter(), 0
     try:
         for index, frame in enumerate(_frames(camera, picamera, video), start=1):
             pixels = preprocess(frame, model.info.spec)
             live_checks = dataclasses.replace(checks, heatmap_dir=None)  # no file per frame
-            result = clf.classify(model, pixels, summary, top_k, live_checks, f"frame {index}")
+            result = clf.classify(model, pixels, summary, top_k, live_checks,
+                                  f"{name} frame {index}")
+            # time: the frame's position in the video, or seconds since the camera started
+            at = (index - 1) / video_fps if video_fps else time.perf_counter() - start
+            result.time_s = round(at, 3)
             summary.add(result)
             summary.wall_s = time.perf_counter() - start
             writer.write(result)
+            if index == 1 and not headless and not window:
+                click.echo("no display can be opened: running headless", err=True)
             fps = index / summary.wall_s
             report = index % every == 0 or index == 1
-            if report:
+            if report and not quiet:
                 click.echo(result.line() + f"\t{fps:.1f} FPS")
             if window or (report and save_dir):  # draw the overlay once, only when used
                 text = (f"REFER {result.reason} ({result.guess} {result.probability:.2f})"

@@ -81,6 +81,16 @@ def _walk(root: str, seen: set[tuple[int, int]]) -> Iterator[str]:
                 yield os.path.join(dirpath, name)
 
 
+def _cv2():
+    """OpenCV, imported here only, with its own log lines off unless --verbose: a camera
+    that cannot be opened is one SourceError line, not ~11 lines from every backend tried."""
+    import cv2
+
+    if not log.isEnabledFor(logging.INFO):
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    return cv2
+
+
 def parse_camera(value: str) -> int | str:
     """'0' -> 0 (camera index); '/dev/video2' or a file stays a path."""
     return int(value) if value.isdigit() else value
@@ -93,8 +103,7 @@ def opencv_frames(source: int | str, live: bool, retries: int = 5,
     A video file ends at its last frame. A live camera that stops delivering frames is
     retried `retries` times, then SourceError.
     """
-    import cv2
-
+    cv2 = _cv2()
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
         raise SourceError(f"cannot open {'camera' if live else 'video'} {source!r}")
@@ -115,6 +124,17 @@ def opencv_frames(source: int | str, live: bool, retries: int = 5,
             time.sleep(retry_wait)
     finally:
         capture.release()
+
+
+def video_fps(path: str) -> float | None:
+    """Frames per second a video file declares (None when it declares none)."""
+    cv2 = _cv2()
+    capture = cv2.VideoCapture(path)
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    finally:
+        capture.release()
+    return fps if fps and fps > 0 else None
 
 
 def picamera_frames(size: tuple[int, int] = (640, 480)) -> Iterator[np.ndarray]:
@@ -140,42 +160,87 @@ def picamera_frames(size: tuple[int, int] = (640, 480)) -> Iterator[np.ndarray]:
 
 
 def has_display() -> bool:
-    """True when a window can be shown (X11 / Wayland on Linux; assumed elsewhere)."""
-    if os.name == "posix" and not os.uname().sysname == "Darwin":
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+    """True when a window can be shown: on Linux an X server that answers, or Wayland for
+    an OpenCV whose windows are not Qt (opencv-python's Qt has only the xcb plugin).
+
+    A DISPLAY naming no running server made Qt abort the process (exit 134).
+    """
+    if os.name != "posix" or os.uname().sysname == "Darwin":
+        return True
+    if x_server_answers(os.environ.get("DISPLAY", "")):
+        return True
+    wayland = os.environ.get("WAYLAND_DISPLAY", "")
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR", "")
+    if not wayland or not os.path.exists(os.path.join(runtime_dir, wayland)):
+        return False
+    return "QT" not in _gui_backend()
+
+
+def x_server_answers(display: str, timeout: float = 1.0) -> bool:
+    """True when something accepts a connection at the X display (':0', 'host:10.0')."""
+    import socket
+
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        return False
+    if host in ("", "unix"):
+        targets = [(socket.AF_UNIX, path) for path in
+                   (f"\0/tmp/.X11-unix/X{number}", f"/tmp/.X11-unix/X{number}")]
+    else:
+        targets = [(socket.AF_INET, (host, 6000 + int(number)))]
+    for family, address in targets:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(address)
+                return True
+            except OSError:
+                continue
+    return False
+
+
+def _gui_backend() -> str:
+    """OpenCV's window backend as its build information names it (QT5, GTK3 ...)."""
+    for line in _cv2().getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper()
+    return ""
 
 
 def overlay(rgb: np.ndarray, text: str, fps: float) -> np.ndarray:
-    """A BGR copy of the frame with the label, probability and FPS drawn on it."""
-    import cv2
+    """A BGR copy of the frame with the label, probability and FPS drawn on it.
 
+    Each line sits on its own black band, so it reads on any smear and never overlaps
+    the next, down to 224-px frames.
+    """
+    cv2 = _cv2()
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    scale = max(0.5, bgr.shape[1] / 900)
-    for line, y in ((text, 30), (f"{fps:.1f} FPS", 30 + int(32 * scale))):
-        cv2.putText(bgr, line, (10, int(y * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (0, 0, 0), 4, cv2.LINE_AA)
-        cv2.putText(bgr, line, (10, int(y * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.4, bgr.shape[1] / 900)
+    thickness, pad, top = max(1, round(scale * 1.5)), max(2, round(6 * scale)), 0
+    for line in (text, f"{fps:.1f} FPS"):
+        (width, height), baseline = cv2.getTextSize(line, font, scale, thickness)
+        bottom = top + height + baseline + 2 * pad
+        cv2.rectangle(bgr, (0, top), (width + 2 * pad, bottom), (0, 0, 0), cv2.FILLED)
+        cv2.putText(bgr, line, (pad, top + pad + height), font, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+        top = bottom
     return bgr
 
 
 def save_frame(bgr: np.ndarray, path: str) -> None:
-    import cv2
-
+    cv2 = _cv2()
     if not cv2.imwrite(path, bgr):
         raise SourceError(f"cannot write {path}")
 
 
 def show(bgr: np.ndarray, title: str = "hemalite") -> bool:
     """Show a frame; False when the user pressed q or Esc."""
-    import cv2
-
+    cv2 = _cv2()
     cv2.imshow(title, bgr)
     return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
 
 
 def close_windows() -> None:
-    import cv2
-
+    cv2 = _cv2()
     cv2.destroyAllWindows()

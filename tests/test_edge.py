@@ -216,13 +216,47 @@ def test_video_and_fake_camera_share_the_frame_loop(tiny_tflite, tmp_path):
                      "--save-dir", saved, "--every", "5", "--csv", tmp_path / "v.csv")
     assert result.exit_code == 0, result.output
     assert "12 inputs: 12 classified" in result.output and "FPS" in result.output
-    labels = [r["label"] for r in csv.DictReader((tmp_path / "v.csv").open())]
+    rows = list(csv.DictReader((tmp_path / "v.csv").open()))
+    labels = [r["label"] for r in rows]
     assert labels[:6] == ["red"] * 6 and labels[6:] == ["blue"] * 6
+    assert rows[4]["source"] == f"{video} frame 5" and float(rows[4]["time_s"]) == 0.4  # 10 fps
     assert sorted(p.name for p in saved.iterdir()) == [
         "frame_000001.jpg", "frame_000005.jpg", "frame_000010.jpg"]
     camera = run_cli("--camera", video, "--model", tiny_tflite["int8"], "--headless",
                      "--max-frames", "4")
     assert camera.exit_code == 0 and "4 inputs: 4 classified" in camera.output
+    quiet = run_cli("--video", video, "--model", tiny_tflite["int8"], "--headless", "--quiet")
+    assert quiet.exit_code == 0 and "frame" not in quiet.output and "12 inputs" in quiet.output
+
+
+def test_a_display_without_a_server_falls_back_to_headless(tiny_tflite, tmp_path, monkeypatch):
+    video = write_video(tmp_path / "clip.avi", [(210, 40, 40)] * 3)
+    number = next(n for n in range(87, 200) if not os.path.exists(f"/tmp/.X11-unix/X{n}"))
+    env = {**os.environ, "DISPLAY": f":{number}"}
+    env.pop("WAYLAND_DISPLAY", None)
+    code = "import sys; from hemalite.edge.cli import classify_command; classify_command()"
+    proc = subprocess.run([sys.executable, "-c", code, "--video", str(video), "--model",
+                           str(tiny_tflite["int8"])], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # Qt aborted the process: exit 134
+    assert "3 inputs: 3 classified" in proc.stdout
+    assert "running headless" in proc.stderr
+    monkeypatch.setenv("DISPLAY", f":{number}")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert not sources.x_server_answers(f":{number}") and not sources.has_display()
+
+
+def test_overlay_lines_sit_on_their_own_bands_on_small_frames():
+    grey = np.full((224, 224, 3), 128, np.uint8)
+    bgr = sources.overlay(grey, "Early 0.99", 12.3)
+    dark = (bgr < 40).all(axis=2)
+    white = (bgr > 215).all(axis=2)
+    band_rows = np.flatnonzero(dark[:, 0])  # the bands start at the left edge
+    assert band_rows[0] == 0 and np.all(np.diff(band_rows) == 1)  # one block, top down
+    text_rows = np.flatnonzero(white.any(axis=1))
+    assert text_rows.max() < band_rows.max()  # every text pixel is on the bands
+    assert np.diff(text_rows).max() >= 4  # the two lines of text are apart
+    assert (bgr[band_rows.max() + 2:] == 128).all()  # the rest of the frame is untouched
 
 
 def test_a_camera_that_cannot_be_opened_is_a_clear_error(tiny_tflite):
