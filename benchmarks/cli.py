@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hemalite import DISCLAIMER
+from hemalite import DISCLAIMER, __version__
 from hemalite.cli import setup_logging
 
 
@@ -17,31 +17,56 @@ class BenchError(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
-def bench_options(fn):
-    """Options shared by `hemalite bench` and `edge-bench` (one definition, one behaviour)."""
+class ThreadCounts(click.ParamType):
+    """Comma-separated thread counts, each at least 1 ('1,2')."""
+
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            counts = tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of whole numbers", param, ctx)
+        if min(counts) < 1:
+            self.fail(f"{value!r}: a thread count is at least 1", param, ctx)
+        return counts
+
+
+def bench_options(run: bool):
+    """Options shared by `hemalite bench` and `edge-bench` (one definition, one behaviour);
+    `run` says whether the command's help may speak of a run directory."""
+    root_help = ("Folder the manifest's paths start from  [default: the run's data folder]"
+                 if run else "Folder the manifest's paths start from (needed with --manifest).")
     options = [
         click.argument("targets", nargs=-1, required=True),
         click.option("--data", "data_dir", type=click.Path(file_okay=False),
                      help="Class-folder dataset to measure on (all its images)."),
         click.option("--manifest", type=click.Path(dir_okay=False),
-                     help="CSV manifest with a 'path' column (e.g. RUN_DIR/splits/test.csv)."),
-        click.option("--data-root", default=None,
-                     help="Folder the manifest's paths start from  [default: the run's data]"),
+                     help="CSV manifest with a 'path' column (e.g. a run's splits/test.csv)."),
+        click.option("--data-root", default=None, help=root_help),
         click.option("--out", default="bench", show_default=True, help="Report folder."),
-        click.option("--threads", default="1,2", show_default=True,
+        click.option("--threads", type=ThreadCounts(), default="1,2", show_default=True,
                      help="Thread counts for invoke latency, comma-separated."),
-        click.option("--runs", type=int, default=50, show_default=True, help="Timed invokes."),
-        click.option("--warmup", type=int, default=5, show_default=True, help="Warm-up invokes."),
-        click.option("--limit", type=int, default=0, help="Use at most N images (0 = all)."),
+        click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+                     help="Timed invokes."),
+        click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+                     help="Warm-up invokes."),
+        click.option("--limit", type=click.IntRange(min=0), default=0,
+                     help="Use at most N images (0 = all)."),
         click.option("--audit/--no-audit", default=True, show_default=True,
                      help="Also audit each .tflite: accuracy under another lab's shifts, with "
                           "the leukocytes erased or alone, and where its heatmap looks."),
         click.option("--progress/--no-progress", default=True, show_default=True),
         click.option("--verbose", is_flag=True),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
 
 
 def collect(targets, data_dir, manifest, data_root, keras_too: bool):
@@ -119,8 +144,7 @@ def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, lim
 
     models, _, manifest, data_root = collect(targets, data_dir, manifest, data_root, keras_too)
     x, y, files, labels, source = load_images(models, data_dir, manifest, data_root, limit)
-    thread_list = tuple(int(t) for t in threads.split(","))
-    report = run_benchmark(models, x, y, files, labels, thread_list, runs, warmup, source,
+    report = run_benchmark(models, x, y, files, labels, threads, runs, warmup, source,
                            progress, audit)
     written = write_report(report, out)
     click.echo(headline(report))
@@ -128,7 +152,7 @@ def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, lim
 
 
 @click.command("bench", epilog=DISCLAIMER)
-@bench_options
+@bench_options(run=True)
 def bench_command(**kw):
     """Benchmark models: TARGETS are run directories or .tflite / .keras files.
 
@@ -141,7 +165,8 @@ def bench_command(**kw):
 
 
 @click.command("edge-bench", epilog=DISCLAIMER)
-@bench_options
+@click.version_option(__version__, prog_name="edge-bench")
+@bench_options(run=False)
 def edge_bench_command(**kw):
     """On the device: benchmark .tflite models with the edge install (no TensorFlow).
 

@@ -95,7 +95,9 @@ def all_plots(report: dict, out: Path) -> list[Path]:
     labels = report["data"]["labels"]
     by = {r["variant"]: r for r in report["models"]}
     shown = [v for v in ("keras", "float32", "int8") if v in by] or list(by)
-    confusion = out / "confusion_float_vs_int8.png"
+    # named for what it shows: confusion_int8.png when only int8 was benchmarked
+    compared = "float_vs_int8" if "int8" in shown and len(shown) > 1 else "_vs_".join(shown)
+    confusion = out / f"confusion_{compared}.png"
     plot_confusion({v: np.asarray(by[v]["accuracy"]["confusion_matrix"]) for v in shown},
                    labels, confusion)
     made = [confusion, reliability_plot(report, out / "reliability.png")]

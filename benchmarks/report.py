@@ -244,16 +244,22 @@ def write_report(report: dict, out: str | os.PathLike) -> list[Path]:
 
 
 def load_report(path: str | os.PathLike) -> dict:
-    report = read_json(path)
-    if report.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not a {SCHEMA} report (schema {report.get('schema')!r})")
+    """A report.json, checked; ValueError naming the file when it is not one."""
+    try:
+        report = read_json(path)
+    except ValueError as err:  # not JSON, or not text at all
+        raise ValueError(f"{path}: not a JSON file ({err})") from None
+    schema = report.get("schema") if isinstance(report, dict) else None
+    if schema != SCHEMA:
+        raise ValueError(f"{path}: not a {SCHEMA} report (schema {schema!r})")
     return report
 
 
 def merge(reports: list[dict]) -> str:
     """One Markdown comparison across machines: a row per machine and variant."""
     threads = sorted({t for r in reports for t in r["settings"]["threads"]})
-    head = ["machine", "variant", "size (MB)"] + [f"p50 ms ({t} thr)" for t in threads] + [
+    head = ["machine", "variant", "images", "size (MB)"] + [
+        f"p50 ms ({t} thr)" for t in threads] + [
         "images/s e2e", "peak RSS (MB)", "accuracy", "drop vs float (pts)"]
     lines = ["# hemalite benchmarks across machines", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
@@ -262,13 +268,15 @@ def merge(reports: list[dict]) -> str:
         name = f"{m['cpu']} ({m['architecture']}, {m['cores']} cores)"
         for r in rep["models"]:
             lat = r.get("latency", {})
-            cells = [name, r["variant"], _fmt(r["bytes"] / 1e6)]
+            cells = [name, r["variant"], str(rep["data"]["images"]), _fmt(r["bytes"] / 1e6)]
             cells += [_fmt(lat.get(str(t), {}).get("p50_ms")) for t in threads]
             cells += [_fmt(r.get("end_to_end", {}).get("images_per_s"), ".1f"),
                       _fmt(r.get("start", {}).get("peak_rss_mb"), ".0f"),
                       _fmt(r["accuracy"]["accuracy"], ".4f"),
                       _fmt(r.get("vs_float", {}).get("accuracy_drop_points"))]
             lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Sources: " + "; ".join(f"{r['machine']['hostname']} at {r['created']}"
-                                           for r in reports)]
+    lines += ["", "images: how many images each machine's accuracy was measured on (see each "
+              "report's data source).", "",
+              "Sources: " + "; ".join(f"{r['machine']['hostname']} at {r['created']}"
+                                      for r in reports)]
     return "\n".join(lines) + "\n"

@@ -107,9 +107,24 @@ def test_merge_two_reports(report, tmp_path):
     table = (tmp_path / "m.md").read_text()
     assert table.count("| Raspberry Pi 5 (aarch64") == len(rep["models"])
     assert table.count(f"| {rep['machine']['cpu']}") == len(rep["models"])
+    assert "| machine | variant | images |" in table
+    assert f"| int8 | {rep['data']['images']} |" in table
     (tmp_path / "bad.json").write_text("{}")
     bad = CliRunner().invoke(main, ["report", "merge", str(tmp_path / "bad.json")])
     assert bad.exit_code == 2 and "not a hemalite.bench/1 report" in bad.output
+    (tmp_path / "notes.md").write_text("# not JSON")
+    bad = CliRunner().invoke(main, ["report", "merge", str(tmp_path / "notes.md")])
+    assert bad.exit_code == 2 and f"{tmp_path / 'notes.md'}: not a JSON file" in bad.output
+
+
+@pytest.mark.slow
+def test_confusion_plot_is_named_for_what_it_shows(report, tmp_path):
+    from hemalite.benchmarks import plots
+
+    _, rep = report
+    only_int8 = dict(rep, models=[m for m in rep["models"] if m["variant"] == "int8"])
+    made = plots.all_plots(only_int8, tmp_path)
+    assert "confusion_int8.png" in [p.name for p in made]
 
 
 @pytest.mark.slow
@@ -156,3 +171,20 @@ def test_bench_says_when_images_have_no_class_folder(tiny_tflite, tmp_path, caps
     x, _, _, _, _ = load_images([str(tiny_tflite["int8"])], str(data), None, None, 0)
     assert len(x) == 6
     assert "1 of 7 images are not under a folder named after a label" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--threads", "abc"], "--threads"), (["--threads", "1,x"], "--threads"),
+    (["--threads", "0"], "--threads"), (["--runs", "0"], "--runs"),
+    (["--warmup", "-1"], "--warmup")])
+def test_edge_bench_refuses_bad_numbers_with_the_option_name(tiny_tflite, tmp_path, args,
+                                                            option):
+    from hemalite.benchmarks.cli import edge_bench_command
+    from tests.conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", per_class=2, size=40)
+    result = CliRunner().invoke(edge_bench_command, [
+        str(tiny_tflite["int8"]), "--data", str(data), "--out", str(tmp_path / "out"),
+        "--no-progress", *args])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output
