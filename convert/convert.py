@@ -347,6 +347,19 @@ def domain_check(path: Path, x: np.ndarray, y: np.ndarray, means: np.ndarray, ra
         min_confidence=dom.recommend_floor(probs.max(1), probs.argmax(1) == y))
 
 
+def write_verification(path: Path, rows: list[dict], split: str, n: int) -> None:
+    """verification.json, one row per variant: converting some variants replaces their rows
+    and keeps the others' (while their .tflite is still there)."""
+    kept = {}
+    if path.is_file():
+        for row in read_json(path).get("rows", []):
+            if (path.parent / f"model_{row['variant']}.tflite").is_file():
+                kept[row["variant"]] = row
+    kept.update({r["variant"]: {**r, "split": split, "n": n} for r in rows})
+    ordered = [kept[v] for v in ("keras", *VARIANTS) if v in kept]
+    write_json(path, {"split": split, "n": n, "rows": ordered})
+
+
 def _writable(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -401,6 +414,6 @@ def convert(cfg: ConvertConfig) -> dict:
     table = format_table(rows, len(x), cfg.verify_split)
     write_json(out / "convert_config.json", {**dataclasses.asdict(cfg), "hemalite": __version__,
                                              "calibration": calibration})
-    write_json(out / "verification.json", {"split": cfg.verify_split, "n": len(x), "rows": rows})
+    write_verification(out / "verification.json", rows, cfg.verify_split, len(x))
     return {"rows": rows, "table": table, "failed": bool(failed), "paths": paths,
             "calibration": calibration}

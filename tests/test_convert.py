@@ -113,6 +113,12 @@ def test_convert_cli_prints_the_verification_table(tiny_run, tmp_path):
     assert {r["variant"] for r in rows} == {"keras", "float32", "dynamic"}
     assert json.loads((tmp_path / "convert_config.json").read_text())["variants"] == \
         ["float32", "dynamic"]
+    later = CliRunner().invoke(main, ["convert", str(tiny_run), "--float16", "--out",
+                                      str(tmp_path)])
+    assert later.exit_code == 0, later.output
+    rows = json.loads((tmp_path / "verification.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["keras", "float32", "float16", "dynamic"]
+    assert all(r["split"] == "val" and r["n"] > 0 for r in rows)
 
 
 def test_int8_below_threshold_fails_unless_forced(tiny_run, tmp_path):
