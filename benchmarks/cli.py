@@ -141,7 +141,11 @@ def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, lim
     if importlib.util.find_spec("sklearn") is None:
         raise BenchError("benchmarks need the bench extra: pip install 'hemalite[bench]'")
     from hemalite.benchmarks.report import headline, run_benchmark, write_report
+    from hemalite.files import native_noise_filtered
 
+    if keras_too:
+        with native_noise_filtered():  # TensorFlow's start-up lines
+            import keras  # noqa: F401
     models, _, manifest, data_root = collect(targets, data_dir, manifest, data_root, keras_too)
     x, y, files, labels, source = load_images(models, data_dir, manifest, data_root, limit)
     report = run_benchmark(models, x, y, files, labels, threads, runs, warmup, source,

@@ -38,6 +38,10 @@ def convert_command(run_dir, want, all_variants, verbose, **options):
     model on the validation split; it is also written as verification.json.
     """
     setup_logging(verbose)
+    from hemalite.files import native_noise_filtered
+
+    with native_noise_filtered():  # TensorFlow's start-up lines
+        import keras  # noqa: F401
     from hemalite.convert.convert import VARIANTS, ConvertConfig, ConvertError, convert
 
     variants = VARIANTS if all_variants or not want else tuple(want)

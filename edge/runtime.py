@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hemalite.files import native_noise_filtered
 from hemalite.metadata import ModelInfo, read_model_info
 
 RUNTIMES = (
@@ -35,7 +36,8 @@ def load_runtime(name: str | None = None):
         if name not in (None, runtime):
             continue
         try:
-            mod = importlib.import_module(module)
+            with native_noise_filtered():  # tensorflow.lite prints its start-up lines
+                mod = importlib.import_module(module)
         except ImportError as err:
             tried.append(f"{runtime} ({err})")
             continue
@@ -148,7 +150,8 @@ def load_model(path: str | os.PathLike, num_threads: int | None = None,
     threads = num_threads or os.cpu_count() or 1
     try:
         interpreter = interpreter_cls(model_path=path, num_threads=threads)
-        interpreter.allocate_tensors()
+        with native_noise_filtered():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         raise ModelError(f"{path}: the runtime cannot load this model ({err})") from None
     model = Model(path, info, interpreter, name, version, threads)

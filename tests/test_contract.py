@@ -101,3 +101,27 @@ def test_preprocess_rejects_non_rgb_arrays():
         preprocess(np.zeros((32, 32), np.uint8), SPEC)
     with pytest.raises(ValueError):
         preprocess(np.zeros((32, 32, 3), np.float32), SPEC)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_keep_the_umask_mode(tmp_path, umask):
+    from hemalite.files import write_text
+
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "new.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    (tmp_path / "new.txt").chmod(0o640)  # a file that exists keeps its own mode
+    write_text(tmp_path / "new.txt", "y")
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_native_start_up_noise_is_held_back_and_the_rest_passes(capfd):
+    from hemalite.files import native_noise_filtered
+
+    with native_noise_filtered():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"a real problem\n")
+    assert capfd.readouterr().err == "a real problem\n"

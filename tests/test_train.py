@@ -212,6 +212,7 @@ def test_imagenet_weights_without_network_is_one_line(tmp_path):
     assert errors == ["error: cannot download the ImageNet weights (no network?): pass "
                       "--weights PATH (a local .weights.h5) or --weights none"]
     assert not (tmp_path / "run").exists()
+    assert "oneDNN" not in proc.stderr and "absl::InitializeLog" not in proc.stderr
 
 
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="shared ImageNet weights absent")

@@ -59,8 +59,12 @@ def train_command(data_dir, out, verbose, **options):
     holding a run made with other options is refused (--force replaces it).
     """
     setup_logging(verbose)
+    from hemalite.files import native_noise_filtered
     from hemalite.train.data import TrainError
     from hemalite.train.fit import TrainConfig, train
+
+    with native_noise_filtered():  # TensorFlow's start-up lines (twice: two libraries)
+        import keras  # noqa: F401
 
     cfg = TrainConfig(data_dir=data_dir, out=out, **options)
     try:
