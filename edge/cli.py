@@ -90,9 +90,9 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
 
     PATHS may be image files, folders (searched recursively) or globs. One line per
     image: path, label, probability (and the next classes with --top-k). When images sit
-    in sub-folders named after the labels, the summary adds accuracy and a confusion
-    matrix. A bad file gets one error line and the run goes on; the exit code is 1 when
-    any input failed.
+    in class folders named after the labels, directly under a folder given (at any depth
+    below them), the summary adds accuracy and a confusion matrix. A bad file gets one
+    error line and the run goes on; the exit code is 1 when any input failed.
 
     \b
     Examples:
