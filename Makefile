@@ -35,9 +35,11 @@ demo: edge-venv
 
 # Rebuild the bundled model from the dataset: train, convert, benchmark, copy into the package.
 model: venv
-	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)" --fine-tune-epochs 8
+	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)" --fine-tune-epochs 6
 	$(VENV)/bin/hemalite convert $(RUN) --all
-	$(VENV)/bin/hemalite bench $(RUN) --out benchmarks/reports/$(shell uname -m) --runs 200 --warmup 20
+	$(VENV)/bin/hemalite bench $(RUN)/tflite/model_float32.tflite $(RUN)/tflite/model_int8.tflite \
+		--manifest $(RUN)/splits/test.csv --data-root "$(DATA)" \
+		--out benchmarks/reports/$(shell uname -m) --runs 100 --warmup 10
 	cp $(RUN)/tflite/model_int8.tflite $(MODELS)/hemalite_int8.tflite
 	cp $(RUN)/tflite/model_float32.tflite $(MODELS)/hemalite_float32.tflite
 	cp $(RUN)/splits/test.csv $(MODELS)/test_split.csv
