@@ -5,9 +5,10 @@ WEIGHTS ?= ../shared/weights/mobilenet_v2_1.0_224_imagenet_no_top.weights.h5
 RUN ?= runs/all4
 VENV := .venv
 EDGE_VENV := .venv-edge
+TFLITE_VENV := .venv-tflite
 MODELS := hemalite/models
 
-.PHONY: demo test venv edge-venv model bench clean
+.PHONY: demo test test-edge test-tflite-runtime aarch64-check tiny-models venv edge-venv model bench clean
 
 # The full environment: TensorFlow for train/convert, plotting for bench, pytest.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -25,8 +26,35 @@ $(EDGE_VENV)/.installed: setup.cfg pyproject.toml $(wildcard $(MODELS)/*) $(shel
 	touch $@
 edge-venv: $(EDGE_VENV)/.installed
 
+# What the tests add to the edge install: pytest, and scikit-learn/matplotlib for edge-bench.
+# Still no TensorFlow: the tests that need it skip and say so.
+$(EDGE_VENV)/.tests: $(EDGE_VENV)/.installed
+	$(EDGE_VENV)/bin/pip install -q ".[bench,dev]"
+	touch $@
+
+# The tflite-runtime fallback: its 2.14 wheels are built against numpy 1.x, so it gets its
+# own environment with numpy<2 (LiteRT is installed beside it and compared with it).
+$(TFLITE_VENV)/.installed: setup.cfg pyproject.toml $(wildcard $(MODELS)/*) $(shell find hemalite edge benchmarks -name "*.py")
+	$(PYTHON) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/pip install -q --upgrade pip
+	$(TFLITE_VENV)/bin/pip install -q "numpy<2" "tflite-runtime==2.14.*" ".[bench,dev]"
+	touch $@
+
 test: venv
 	$(VENV)/bin/python -m pytest -q
+
+# The test suite on the edge install, as on a Pi. --import-mode=append: the checkout's
+# hemalite/ folder must not shadow the installed package (which maps edge/ into it).
+test-edge: $(EDGE_VENV)/.tests
+	$(EDGE_VENV)/bin/pytest -q --import-mode=append
+
+# The same with tflite-runtime as the runtime (pytest --runtime sets HEMALITE_RUNTIME).
+test-tflite-runtime: $(TFLITE_VENV)/.installed
+	$(TFLITE_VENV)/bin/pytest -q --import-mode=append --runtime tflite_runtime
+
+# Remake the committed tiny test models (tests/data/tiny_*.tflite) with train + convert.
+tiny-models: venv
+	$(VENV)/bin/python -m tests.make_tiny_models
 
 # Classify the bundled model's own test split (never its training images) with the edge install.
 demo: edge-venv
@@ -45,4 +73,4 @@ model: venv
 	cp $(RUN)/splits/test.csv $(MODELS)/test_split.csv
 
 clean:
-	rm -rf $(VENV) $(EDGE_VENV) build *.egg-info
+	rm -rf $(VENV) $(EDGE_VENV) $(TFLITE_VENV) build *.egg-info

@@ -1,6 +1,8 @@
 """Run a .tflite on the CPU with no TensorFlow: load, quantise in, dequantise out.
 
-Runtimes, first found wins: ai_edge_litert (LiteRT), tflite_runtime, tensorflow.lite.
+Runtimes, first found wins: ai_edge_litert (LiteRT), tflite_runtime, tensorflow.lite;
+HEMALITE_RUNTIME=NAME in the environment picks one for every command (and its child
+processes) that is not given a runtime explicitly.
 The pure parts (quantise, dequantise, top_k) take arrays and are testable without a model.
 """
 from __future__ import annotations
@@ -30,7 +32,14 @@ class ModelError(ValueError):
 
 
 def load_runtime(name: str | None = None):
-    """Return (Interpreter class, runtime name, version), trying RUNTIMES in order."""
+    """Return (Interpreter class, runtime name, version), trying RUNTIMES in order.
+
+    `name` (else $HEMALITE_RUNTIME) asks for one runtime: not installed is an error then.
+    """
+    name = name or os.environ.get("HEMALITE_RUNTIME") or None
+    if name is not None and name not in dict(RUNTIMES):
+        raise RuntimeNotFound(f"unknown runtime {name!r} (HEMALITE_RUNTIME or --runtime): "
+                              f"choose from {', '.join(dict(RUNTIMES))}")
     tried = []
     for runtime, module in RUNTIMES:
         if name not in (None, runtime):

@@ -1,7 +1,13 @@
-"""Shared fixtures: tiny generated class-folder datasets and one tiny real model per session.
+"""Shared fixtures: tiny generated class-folder datasets and tiny real models.
 
-The tiny model is a real MobileNetV2 (alpha 0.35, random init, 32 px) trained through the
-real `train()` on solid-colour images with noise, then converted to every .tflite variant.
+The edge tests use tests/data/tiny_int8.tflite, committed, so that they run on an
+edge-only install with no TensorFlow (`make test-edge`; `make tiny-models` remakes it).
+The train, convert and bench tests train a real MobileNetV2 (alpha 0.35, random init,
+32 px) through the real `train()` once per session and convert it to every variant; they
+skip, with the reason, where TensorFlow is not installed.
+
+`pytest --runtime NAME` runs every test with that TFLite runtime (HEMALITE_RUNTIME, so child
+processes use it too) and fails at once when it is not installed.
 """
 from __future__ import annotations
 
@@ -19,6 +25,26 @@ SHARED_DATA = SHARED / "data" / "all4"
 IMAGENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5"
 COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 40, 40)}
 TINY_SIZE = 32
+TINY_INT8 = Path(__file__).resolve().parent / "data" / "tiny_int8.tflite"
+NEEDS_TENSORFLOW = "needs TensorFlow (pip install '.[train]'); the edge tests do not"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runtime", default=None,
+                     help="TFLite runtime for every test: ai_edge_litert, tflite_runtime or "
+                          "tensorflow (sets HEMALITE_RUNTIME)")
+
+
+def pytest_configure(config):
+    name = config.getoption("--runtime")
+    if name:
+        from hemalite.edge.runtime import RuntimeNotFound, load_runtime
+
+        try:
+            load_runtime(name)
+        except RuntimeNotFound as err:
+            raise pytest.UsageError(f"--runtime {name}: {err}") from None
+        os.environ["HEMALITE_RUNTIME"] = name
 
 
 def make_dataset(root: Path, per_class: int = 16, size: int = 48, seed: int = 0,
@@ -52,6 +78,14 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_int8() -> Path:
+    """The committed tiny int8 model (uint8 I/O, labels blue/green/red, 32 px)."""
+    if not TINY_INT8.is_file():
+        pytest.fail(f"{TINY_INT8} is missing: run `make tiny-models`")
+    return TINY_INT8
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """A real training run of a tiny from-scratch MobileNetV2 (alpha 0.35, 32 px).
 
@@ -59,6 +93,7 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     texture, and a head on them separated these colours worse than a small net trained
     from scratch (measured while writing these fixtures).
     """
+    pytest.importorskip("tensorflow", reason=NEEDS_TENSORFLOW)
     from hemalite.train.fit import TrainConfig, train
 
     out = tmp_path_factory.mktemp("run") / "run"
