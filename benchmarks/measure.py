@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,18 +22,62 @@ from hemalite.edge.runtime import load_model, load_runtime
 from hemalite.metadata import count_parameters
 
 
+# Instruction sets that decide int8 speed, weakest first. x86: AVX2 has no int8 dot product
+# (XNNPACK widens to int16), AVX-VNNI and AVX-512 VNNI add one, AMX multiplies int8 tiles.
+# ARM: asimddp is the dot product (Pi 5's Cortex-A76; a Pi 4's A72 has none), i8mm the
+# int8 matrix multiply. Names as Linux's /proc/cpuinfo spells them.
+INT8_ISA = {"x86_64": ("avx2", "avx_vnni", "avx512_vnni", "amx_int8"),
+            "aarch64": ("asimddp", "i8mm")}
+ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags in /proc/cpuinfo text: 'flags' on x86, 'Features' on ARM."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def int8_isa(architecture: str, flags: set[str]) -> dict[str, bool] | None:
+    """{instruction set: present} for the architecture's int8-relevant sets (None: unknown)."""
+    names = INT8_ISA.get(ARCH_ALIASES.get(architecture, architecture))
+    return {n: n in flags for n in names} if names and flags else None
+
+
+def emulation(machine: str, kernel_arch_file: str = "/proc/sys/kernel/arch") -> str | None:
+    """Say so when this process runs under user-mode emulation (qemu-aarch64 on x86_64).
+
+    The kernel's own architecture differs from the one uname reports to the process then;
+    a 32-bit userland on its 64-bit kernel is native, not emulated.
+    """
+    try:
+        kernel = Path(kernel_arch_file).read_text().strip()
+    except OSError:
+        return None
+    native = {kernel, *{"x86_64": ("i386", "i686"), "aarch64": ("armv7l", "armv8l")}.get(
+        kernel, ())}
+    if machine in native:
+        return None
+    cpu = os.environ.get("QEMU_CPU")
+    return f"{machine} on {kernel}" + (f" (QEMU_CPU={cpu})" if cpu else "")
+
+
 def machine_info() -> dict:
-    """What the numbers were measured on: CPU, cores, OS, Python, runtime, governor."""
+    """What the numbers were measured on: CPU and its int8 instruction sets, cores, OS,
+    Python, runtime, governor, and whether the CPU was emulated."""
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key = line.split(":")[0].strip()
-            if key in ("model name", "Model", "Hardware") and ":" in line:
-                cpu = line.split(":", 1)[1].strip()
-                if key == "model name":
-                    break
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
+        cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key = line.split(":")[0].strip()
+        if key in ("model name", "Model", "Hardware") and ":" in line:
+            cpu = line.split(":", 1)[1].strip()
+            if key == "model name":
+                break
     try:
         governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
     except OSError:
@@ -44,7 +89,20 @@ def machine_info() -> dict:
     return {"hostname": platform.node(), "cpu": cpu, "architecture": platform.machine(),
             "cores": os.cpu_count(), "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "runtime": runtime,
-            "runtime_version": version, "governor": governor}
+            "runtime_version": version, "governor": governor,
+            "int8_isa": int8_isa(platform.machine(), cpu_flags(cpuinfo)),
+            "emulated": emulation(platform.machine())}
+
+
+def machine_kind(machine: dict) -> str:
+    """A report folder name for the machine: architecture and its best int8 instruction set
+    (x86_64-avx2, x86_64-avx512_vnni, aarch64-asimddp), with -emulated when it was."""
+    isa = machine.get("int8_isa") or {}
+    present = [n for n in INT8_ISA.get(ARCH_ALIASES.get(machine["architecture"],
+                                                         machine["architecture"]), ())
+               if isa.get(n)]
+    return "-".join([machine["architecture"], *present[-1:]]
+                    + (["emulated"] if machine.get("emulated") else []))
 
 
 def summarise(samples_s: list[float]) -> dict:
@@ -109,8 +167,11 @@ def cold_start(path: str, image: str, threads: int) -> dict:
             "r['in_process_s'] = time.perf_counter() - t0; r['peak_rss_mb'] = peak_rss_mb(); "
             "print(json.dumps(r))")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, path, image, str(threads)],
-                          capture_output=True, text=True, check=True)
+    # In a neutral folder: `python -c` puts its working folder first on sys.path, and run
+    # from a hemalite checkout that shadows the installed package (no hemalite.benchmarks).
+    proc = subprocess.run([sys.executable, "-c", code, os.path.abspath(path),
+                           os.path.abspath(image), str(threads)],
+                          capture_output=True, text=True, check=True, cwd=tempfile.gettempdir())
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - start  # includes interpreter start-up
     return result

@@ -2,7 +2,9 @@
 
 report.json schema (SCHEMA, versioned):
   schema, created, machine{cpu, architecture, cores, os, python, runtime, runtime_version,
-  governor}, data{source, images, labels}, settings{runs, warmup, threads},
+  governor, int8_isa{<instruction set>: present} (null: not recorded), emulated (null,
+  or e.g. "aarch64 on x86_64 (QEMU_CPU=cortex-a76)": timings are not the device's)},
+  data{source, images, labels}, settings{runs, warmup, threads},
   models[]: {variant, path, kind (tflite|keras), bytes, params, size_ratio,
              latency{"<threads>": {runs, mean_ms, std_ms, min_ms, p50_ms, p90_ms, p99_ms,
                                    samples_ms}},
@@ -122,7 +124,19 @@ def headline(report: dict) -> str:
                   _fmt(r.get("vs_float", {}).get("accuracy_drop_points")),
                   _fmt(r.get("vs_float", {}).get("top1_agreement"), ".4f")]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", machine_line(report["machine"])])
+
+
+def machine_line(m: dict) -> str:
+    """Which int8 instruction sets the CPU had (they decide whether int8 beats float32)."""
+    isa = m.get("int8_isa")
+    text = ("int8 instruction sets: not recorded" if not isa else
+            "int8 instruction sets: " + "; ".join(
+                f"{', '.join(n for n, ok in isa.items() if ok is want) or 'none'} {word}"
+                for want, word in ((True, "present"), (False, "absent"))))
+    if m.get("emulated"):
+        text = f"**emulated**, {m['emulated']}: timings are not the device's. " + text
+    return text + "."
 
 
 def to_markdown(report: dict, plots: list[str]) -> str:
@@ -265,7 +279,8 @@ def merge(reports: list[dict]) -> str:
              "|" + "---|" * len(head)]
     for rep in reports:
         m = rep["machine"]
-        name = f"{m['cpu']} ({m['architecture']}, {m['cores']} cores)"
+        name = f"{m['cpu']} ({m['architecture']}, {m['cores']} cores)" + (
+            ", emulated" if m.get("emulated") else "")
         for r in rep["models"]:
             lat = r.get("latency", {})
             cells = [name, r["variant"], str(rep["data"]["images"]), _fmt(r["bytes"] / 1e6)]

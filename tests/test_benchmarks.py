@@ -13,7 +13,11 @@ from click.testing import CliRunner
 
 from hemalite.benchmarks import measure
 from hemalite.cli import main
+from hemalite.benchmarks.report import machine_line
 from hemalite.metrics import classification_metrics, expected_calibration_error
+from tests.conftest import TINY_INT8, make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_latency_summary_is_ordered_and_in_ms():
@@ -21,6 +25,54 @@ def test_latency_summary_is_ordered_and_in_ms():
     assert s["min_ms"] == pytest.approx(1.0) and s["p50_ms"] == pytest.approx(3.0)
     assert s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] <= 10.0
     assert s["mean_ms"] == pytest.approx(4.0)
+
+
+XEON = "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx_vnni amx_tile amx_int8\n"
+PI4 = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
+PI5 = "Features\t: fp asimd evtstrm aes pmull crc32 atomics asimdrdm lrcpc dcpop asimddp\n"
+
+
+def test_int8_instruction_sets_are_read_from_cpuinfo():
+    assert measure.int8_isa("x86_64", measure.cpu_flags(XEON)) == {
+        "avx2": True, "avx_vnni": True, "avx512_vnni": True, "amx_int8": True}
+    assert measure.int8_isa("x86_64", {"sse2", "avx2"}) == {
+        "avx2": True, "avx_vnni": False, "avx512_vnni": False, "amx_int8": False}
+    assert measure.int8_isa("aarch64", measure.cpu_flags(PI4)) == {"asimddp": False,
+                                                                   "i8mm": False}
+    assert measure.int8_isa("aarch64", measure.cpu_flags(PI5))["asimddp"] is True
+    assert measure.int8_isa("riscv64", {"v"}) is None and measure.int8_isa("x86_64", set()) is None
+    kinds = [measure.machine_kind({"architecture": a, "int8_isa": measure.int8_isa(a, f)})
+             for a, f in (("x86_64", {"avx2"}), ("x86_64", measure.cpu_flags(XEON)),
+                          ("aarch64", measure.cpu_flags(PI4)), ("aarch64", measure.cpu_flags(PI5)))]
+    assert kinds == ["x86_64-avx2", "x86_64-amx_int8", "aarch64", "aarch64-asimddp"]
+
+
+def test_emulation_is_told_by_the_kernels_architecture(tmp_path, monkeypatch):
+    arch = tmp_path / "arch"
+    arch.write_text("x86_64\n")
+    monkeypatch.setenv("QEMU_CPU", "cortex-a72")
+    assert measure.emulation("aarch64", str(arch)) == "aarch64 on x86_64 (QEMU_CPU=cortex-a72)"
+    assert measure.emulation("x86_64", str(arch)) is None
+    arch.write_text("aarch64\n")
+    assert measure.emulation("armv7l", str(arch)) is None  # 32-bit Pi OS on its 64-bit kernel
+    assert measure.emulation("aarch64", str(tmp_path / "missing")) is None
+
+
+def test_headline_names_the_instruction_sets_and_emulation():
+    isa = {"asimddp": True, "i8mm": False}
+    assert machine_line({"int8_isa": isa}) == (
+        "int8 instruction sets: asimddp present; i8mm absent.")
+    line = machine_line({"int8_isa": isa, "emulated": "aarch64 on x86_64 (QEMU_CPU=cortex-a76)"})
+    assert line.startswith("**emulated**, aarch64 on x86_64") and "asimddp present" in line
+    assert machine_line({}) == "int8 instruction sets: not recorded."
+
+
+def test_cold_start_works_from_a_checkout_with_relative_paths(tmp_path, monkeypatch):
+    """Run from the repository root: its hemalite/ folder must not shadow the install."""
+    image = make_dataset(tmp_path / "data", per_class=1) / "red" / "img_000.png"
+    monkeypatch.chdir(REPO)
+    result = measure.cold_start(str(TINY_INT8.relative_to(REPO)), str(image), 1)
+    assert result["label"] == "red" and result["peak_rss_mb"] > 10
 
 
 def test_metrics_match_counts_done_by_hand():
@@ -127,31 +179,33 @@ def test_confusion_plot_is_named_for_what_it_shows(report, tmp_path):
     assert "confusion_int8.png" in [p.name for p in made]
 
 
-@pytest.mark.slow
-def test_edge_bench_runs_without_tensorflow(tiny_run, tiny_tflite, tmp_path):
+def test_edge_bench_runs_without_tensorflow(tmp_path):
+    data = make_dataset(tmp_path / "data", per_class=4)
     code = f"""
 import sys
 sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
 sys.modules["keras"] = None
 from hemalite.benchmarks.cli import edge_bench_command
-edge_bench_command([{str(tiny_tflite['int8'])!r}, {str(tiny_tflite['float32'])!r},
-    "--manifest", {str(tiny_run / 'splits' / 'test.csv')!r},
-    "--data-root", {json.loads((tiny_run / 'config.json').read_text())['data_dir']!r},
-    "--out", {str(tmp_path)!r}, "--runs", "5", "--warmup", "1", "--no-progress"])
+edge_bench_command([{str(TINY_INT8)!r}, {str(TINY_INT8.with_name('tiny_float32.tflite'))!r},
+    "--data", {str(data)!r}, "--out", {str(tmp_path / 'out')!r}, "--runs", "5",
+    "--warmup", "1", "--no-progress"])
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # run away from the checkout, whose hemalite/ folder would shadow a non-editable install
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rep = json.loads((tmp_path / "report.json").read_text())
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [m["variant"] for m in rep["models"]] == ["float32", "int8"]
-    assert "| int8 |" in proc.stdout
+    assert rep["data"]["images"] == 12 and rep["models"][1]["accuracy"]["accuracy"] == 1.0
+    assert "| int8 |" in proc.stdout and "int8 instruction sets:" in proc.stdout
 
 
-def test_bench_measures_images_in_nested_class_folders(tiny_tflite, tmp_path):
+def test_bench_measures_images_in_nested_class_folders(tiny_int8, tmp_path):
     from hemalite.benchmarks.cli import load_images
     from tests.conftest import make_dataset, nest
 
     data = nest(make_dataset(tmp_path / "data", per_class=6, size=40))
-    models = [str(tiny_tflite["int8"])]
+    models = [str(tiny_int8)]
     x, y, files, labels, _ = load_images(models, str(data), None, None, 0)
     assert len(x) == len(files) == 18
     assert [labels[i] for i in y] == [Path(f).relative_to(data).parts[0] for f in files]
@@ -162,13 +216,13 @@ def test_bench_measures_images_in_nested_class_folders(tiny_tflite, tmp_path):
     assert len(x) == 18 and np.bincount(y).tolist() == [6, 6, 6]
 
 
-def test_bench_says_when_images_have_no_class_folder(tiny_tflite, tmp_path, capsys):
+def test_bench_says_when_images_have_no_class_folder(tiny_int8, tmp_path, capsys):
     from hemalite.benchmarks.cli import load_images
     from tests.conftest import make_dataset
 
     data = make_dataset(tmp_path / "data", per_class=2, size=40)
     (data / "loose.png").write_bytes((data / "red" / "img_000.png").read_bytes())
-    x, _, _, _, _ = load_images([str(tiny_tflite["int8"])], str(data), None, None, 0)
+    x, _, _, _, _ = load_images([str(tiny_int8)], str(data), None, None, 0)
     assert len(x) == 6
     assert "1 of 7 images are not under a folder named after a label" in capsys.readouterr().err
 
@@ -177,14 +231,14 @@ def test_bench_says_when_images_have_no_class_folder(tiny_tflite, tmp_path, caps
     (["--threads", "abc"], "--threads"), (["--threads", "1,x"], "--threads"),
     (["--threads", "0"], "--threads"), (["--runs", "0"], "--runs"),
     (["--warmup", "-1"], "--warmup")])
-def test_edge_bench_refuses_bad_numbers_with_the_option_name(tiny_tflite, tmp_path, args,
+def test_edge_bench_refuses_bad_numbers_with_the_option_name(tiny_int8, tmp_path, args,
                                                             option):
     from hemalite.benchmarks.cli import edge_bench_command
     from tests.conftest import make_dataset
 
     data = make_dataset(tmp_path / "data", per_class=2, size=40)
     result = CliRunner().invoke(edge_bench_command, [
-        str(tiny_tflite["int8"]), "--data", str(data), "--out", str(tmp_path / "out"),
+        str(tiny_int8), "--data", str(data), "--out", str(tmp_path / "out"),
         "--no-progress", *args])
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}'" in result.output
