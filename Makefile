@@ -52,6 +52,11 @@ test-edge: $(EDGE_VENV)/.tests
 test-tflite-runtime: $(TFLITE_VENV)/.installed
 	$(TFLITE_VENV)/bin/pytest -q --import-mode=append --runtime tflite_runtime
 
+# edge-classify and edge-bench on aarch64 under qemu-user, compared with x86-64: see
+# scripts/aarch64/check.sh (its cache is outside the repo, /var/cache/hemalite-aarch64).
+aarch64-check: edge-venv $(TFLITE_VENV)/.installed
+	DATA="$(DATA)" scripts/aarch64/check.sh
+
 # Remake the committed tiny test models (tests/data/tiny_*.tflite) with train + convert.
 tiny-models: venv
 	$(VENV)/bin/python -m tests.make_tiny_models
