@@ -67,12 +67,14 @@ demo: edge-venv
 	$(EDGE_VENV)/bin/edge-classify --manifest $(MODELS)/test_split.csv --data-root "$(DATA)" --verbose
 
 # Rebuild the bundled model from the dataset: train, convert, benchmark, copy into the package.
+# The report goes to a folder named by the machine kind (x86_64-avx2, x86_64-amx_int8, ...).
 model: venv
 	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)" --fine-tune-epochs 6
 	$(VENV)/bin/hemalite convert $(RUN) --all
 	$(VENV)/bin/hemalite bench $(RUN)/tflite/model_float32.tflite $(RUN)/tflite/model_int8.tflite \
 		--manifest $(RUN)/splits/test.csv --data-root "$(DATA)" \
-		--out benchmarks/reports/$(shell uname -m) --runs 100 --warmup 10
+		--out benchmarks/reports/$$($(VENV)/bin/python -c "from hemalite.benchmarks.measure \
+		import machine_info as m, machine_kind as k; print(k(m()))") --runs 100 --warmup 10
 	cp $(RUN)/tflite/model_int8.tflite $(MODELS)/hemalite_int8.tflite
 	cp $(RUN)/tflite/model_float32.tflite $(MODELS)/hemalite_float32.tflite
 	cp $(RUN)/splits/test.csv $(MODELS)/test_split.csv
