@@ -1,10 +1,12 @@
 """Compare `edge-classify --jsonl` runs with a reference run: top-1 labels and probabilities.
 
 Usage: python compare.py --model M.tflite [--max-steps N] REFERENCE.jsonl RUN.jsonl...
-Prints one Markdown row per run; exits 1 when a label differs, an image is missing or
-failed, or a probability differs by more than N output steps of the model (its output
-tensor's quantisation scale: 1/256 for hemalite's int8 model). Without --max-steps only
-the labels must agree (and the difference is printed).
+Prints one Markdown row per run; exits 1 when the model's top-1 class differs, an image is
+missing or failed, or a probability differs by more than N output steps of the model (its
+output tensor's quantisation scale: 1/256 for hemalite's int8 model). Without --max-steps
+only the labels must agree (and the difference is printed). A decision that differs
+(REFER on one side only, from the domain check or the confidence floor) is reported, not
+failed: those checks compute in float outside the model.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from hemalite.edge.runtime import load_model
 
 
 def read_run(path: str) -> dict[str, dict[str, float]]:
-    """source -> {label: probability} for every class, plus the decided label."""
+    """source -> the model's top-1 class, the decision (a class or REFER), every probability."""
     rows = {}
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
@@ -25,18 +27,20 @@ def read_run(path: str) -> dict[str, dict[str, float]]:
             raise SystemExit(f"{path}: {r['source']} failed: {r['error']}")
         if not r.get("top"):
             raise SystemExit(f"{path}: no top-k probabilities (run edge-classify --top-k N)")
-        rows[r["source"]] = {"label": r["label"], "probs": dict(r["top"])}
+        rows[r["source"]] = {"top1": r["top"][0][0], "decision": r["label"],
+                             "probs": dict(r["top"])}
     return rows
 
 
-def compare(reference: dict, run: dict) -> tuple[int, float]:
-    """(number of images whose label differs, largest probability difference)."""
+def compare(reference: dict, run: dict) -> tuple[int, int, float]:
+    """(images whose top-1 differs, whose decision differs, largest probability difference)."""
     if set(reference) != set(run):
         raise SystemExit(f"different images: {sorted(set(reference) ^ set(run))[:4]}")
-    flips = sum(reference[s]["label"] != run[s]["label"] for s in reference)
+    flips = sum(reference[s]["top1"] != run[s]["top1"] for s in reference)
+    decisions = sum(reference[s]["decision"] != run[s]["decision"] for s in reference)
     diff = max(abs(p - run[s]["probs"].get(c, 0.0))
                for s in reference for c, p in reference[s]["probs"].items())
-    return flips, diff
+    return flips, decisions, diff
 
 
 def main() -> int:
@@ -50,17 +54,18 @@ def main() -> int:
     scale = load_model(args.model).output_details["quantization"][0]
     step = scale or 1 / 256  # a float model: count in int8 steps all the same
     reference = read_run(args.reference)
-    print(f"| run | images | labels as {Path(args.reference).stem} | max prob difference |")
-    print("|---|---:|---|---:|")
+    print(f"| run | images | top-1 as {Path(args.reference).stem} | max prob difference "
+          "| decisions (REFER) |")
+    print("|---|---:|---|---:|---|")
     failed = False
     for path in args.runs:
-        flips, diff = compare(reference, read_run(path))
+        flips, decisions, diff = compare(reference, read_run(path))
         bad = flips or (args.max_steps is not None and diff > args.max_steps * step * 1.001)
         failed |= bool(bad)
         print(f"| {Path(path).stem} | {len(reference)} | "
               f"{'identical' if not flips else f'{flips} DIFFER'} | "
-              f"{diff:.5f} ({diff / step:.0f} steps of {step:.5f})"
-              + (" FAIL" if bad else "") + " |")
+              f"{diff:.5f} ({diff / step:.0f} steps of {step:.5f})" + (" FAIL" if bad else "")
+              + f" | {'same' if not decisions else f'{decisions} differ'} |")
     if failed:
         limit = "identical labels" + (f", at most {args.max_steps:g} output step(s)"
                                       if args.max_steps is not None else "")
