@@ -21,7 +21,10 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$REPO/scripts/aarch64
 if [ "$(id -u)" = 0 ]; then CACHE=${AARCH64_CACHE:-/var/cache/hemalite-aarch64}
 else CACHE=${AARCH64_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hemalite-aarch64}; fi
-PACKAGES="python3.11 python3.11-venv libstdc++6"
+# Python, and what the wheels link from the system: libstdc++ (LiteRT), and for OpenCV
+# (opencv-python, imported by the stain mask) GL, GLib and X11 client libraries, which
+# Raspberry Pi OS with desktop has and Lite may not.
+PACKAGES="python3.11 python3.11-venv libstdc++6 libgl1 libglib2.0-0 libsm6 libice6 libx11-6 libxext6 libxcb1"
 CPUS="cortex-a72 cortex-a76 neoverse-n1"   # those cpuinfo.py knows; never qemu's `max`
 QEMU=/usr/bin/qemu-aarch64-static
 BUILD_CPU=cortex-a72   # the CPU pip runs on while building
@@ -71,14 +74,16 @@ build_root() {
     local conf
     conf=$(apt_config)
     APT_CONFIG=$conf apt-get -q update >/dev/null
+    APT_CONFIG=$conf apt-get -q clean  # unpack this resolution's .debs only
     # shellcheck disable=SC2086
     APT_CONFIG=$conf apt-get -q -y install --download-only $PACKAGES >/dev/null
-    rm -rf "$ROOT" "$CACHE/cpu" "$CACHE"/venv-*
+    rm -rf "$ROOT" "$CACHE/cpu"
     mkdir -p "$ROOT"
     local deb n=0
     for deb in "$CACHE"/apt/cache/archives/*.deb; do dpkg-deb -x "$deb" "$ROOT"; n=$((n + 1)); done
     say "unpacked $n .debs ($(du -sh "$CACHE/apt/cache/archives" | cut -f1))"
     echo "$PACKAGES" >"$ROOT/.packages"
+    basename "$CACHE"/apt/cache/archives/python3.11-minimal_*.deb >"$ROOT/.python"
 }
 
 # cpu/<name>/: the root, hard-linked (not symlinked: realpath() in the guest would follow a
@@ -122,7 +127,8 @@ make_venv() {
     local name=$1
     shift
     local venv=$CACHE/$name key
-    key=$(cat "$REPO/setup.cfg" "$REPO/pyproject.toml" "$ROOT/.packages" <(echo "$@") | sha256sum | cut -c1-16)
+    # the venvs outlive a root rebuilt for other libraries, not another Python
+    key=$(cat "$REPO/setup.cfg" "$REPO/pyproject.toml" "$ROOT/.python" <(echo "$@") | sha256sum | cut -c1-16)
     export QEMU_CPU=$BUILD_CPU
     cd "$REPO"
     if [ "$(cat "$venv/.key" 2>/dev/null)" != "$key" ]; then
