@@ -6,6 +6,8 @@ RUN ?= runs/all4
 VENV := .venv
 EDGE_VENV := .venv-edge
 TFLITE_VENV := .venv-tflite
+# aarch64-check: allowed probability difference from x86-64, in output steps
+AARCH64_MAX_STEPS ?= 1
 MODELS := hemalite/models
 
 .PHONY: demo test test-edge test-tflite-runtime aarch64-check tiny-models venv edge-venv model bench clean
@@ -55,7 +57,7 @@ test-tflite-runtime: $(TFLITE_VENV)/.installed
 # edge-classify and edge-bench on aarch64 under qemu-user, compared with x86-64: see
 # scripts/aarch64/check.sh (its cache is outside the repo, /var/cache/hemalite-aarch64).
 aarch64-check: edge-venv $(TFLITE_VENV)/.installed
-	DATA="$(DATA)" scripts/aarch64/check.sh
+	DATA="$(DATA)" AARCH64_MAX_STEPS="$(AARCH64_MAX_STEPS)" scripts/aarch64/check.sh
 
 # Remake the committed tiny test models (tests/data/tiny_*.tflite) with train + convert.
 tiny-models: venv

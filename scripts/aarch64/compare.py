@@ -66,6 +66,9 @@ def main() -> int:
               f"{'identical' if not flips else f'{flips} DIFFER'} | "
               f"{diff:.5f} ({diff / step:.0f} steps of {step:.5f})" + (" FAIL" if bad else "")
               + f" | {'same' if not decisions else f'{decisions} differ'} |")
+        if not bad and diff > step * 1.001:
+            print(f"warning: {Path(path).stem} is not bit-exact: {diff / step:.0f} output "
+                  "steps from the reference", file=sys.stderr)
     if failed:
         limit = "identical labels" + (f", at most {args.max_steps:g} output step(s)"
                                       if args.max_steps is not None else "")
