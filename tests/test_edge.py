@@ -251,7 +251,7 @@ def test_a_display_without_a_server_falls_back_to_headless(tiny_tflite, tmp_path
     code = "import sys; from hemalite.edge.cli import classify_command; classify_command()"
     proc = subprocess.run([sys.executable, "-c", code, "--video", str(video), "--model",
                            str(tiny_tflite["int8"])], capture_output=True, text=True, env=env,
-                          timeout=300)
+                          timeout=300, cwd=tmp_path)  # not the checkout: see test_importing...
     assert proc.returncode == 0, proc.stderr[-2000:]  # Qt aborted the process: exit 134
     assert "3 inputs: 3 classified" in proc.stdout
     assert "running headless" in proc.stderr
