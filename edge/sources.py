@@ -87,7 +87,10 @@ def _cv2():
     import cv2
 
     if not log.isEnabledFor(logging.INFO):
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        if hasattr(cv2.utils, "logging"):  # OpenCV 5
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        else:  # OpenCV 4.x: what pip picks beside numpy<2 (a Pi with apt's Picamera2)
+            cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
     return cv2
 
 
