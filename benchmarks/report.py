@@ -184,17 +184,22 @@ def to_markdown(report: dict, plots: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _section(title: str, intro: str, columns: list[str]) -> list[str]:
+    """A report section: heading, one paragraph, a table head (first column left-aligned)."""
+    return ["", f"## {title}", "", intro, "", "| " + " | ".join(columns) + " |",
+            "|---|" + "---:|" * (len(columns) - 1)]
+
+
 def audit_markdown(report: dict) -> list[str]:
     """The audit as tables: accuracy per input set and variant, then the heatmap's mass."""
     audited = [r for r in report["models"] if r.get("audit")]
     if not audited:
         return []
-    out = ["", "## Audit: what the model decides from", "",
-           "Accuracy of the best guess on every image, per input (the images above, shifted "
-           "or ablated; hemalite/shifts.py). In brackets: the share the model's own checks "
-           "refer to a morphologist (no leukocyte, out of domain, low confidence).", "",
-           "| input | " + " | ".join(r["variant"] for r in audited) + " |",
-           "|---|" + "---:|" * len(audited)]
+    out = _section("Audit: what the model decides from",
+                   "Accuracy of the best guess on every image, per input (the images above, "
+                   "shifted or ablated; hemalite/shifts.py). In brackets: the share the "
+                   "model's own checks refer to a morphologist (no leukocyte, out of domain, "
+                   "low confidence).", ["input"] + [r["variant"] for r in audited])
     for name in audited[0]["audit"]:
         cells = []
         for r in audited:
@@ -223,14 +228,12 @@ def domain_markdown(report: dict) -> list[str]:
     checked = [r for r in report["models"] if r.get("domain")]
     if not checked:
         return []
-    out = ["", "## Domain check: what is referred", "",
-           "At each model's recommended operating point (its stored domain threshold, set on "
-           "the validation split, and its confidence floor, `--min-confidence auto`). "
-           "Accepted as malignant = not referred and called Early, Pre or Pro.", "",
-           "| variant | threshold | floor | in-domain referred | accuracy on accepted | "
-           + " | ".join(f"{k}: referred / accepted as malignant"
-                        for k in checked[0]["domain"]["ood"]) + " |",
-           "|---|---:|---:|---:|---:|" + "---:|" * len(checked[0]["domain"]["ood"])]
+    out = _section("Domain check: what is referred",
+                   "At each model's recommended operating point (its stored domain threshold, "
+                   "set on the validation split, and its confidence floor, `--min-confidence "
+                   "auto`). Accepted as malignant = not referred and called Early, Pre or Pro.",
+                   ["variant", "threshold", "floor", "in-domain referred", "accuracy on accepted"]
+                   + [f"{k}: referred / accepted as malignant" for k in checked[0]["domain"]["ood"]])
     for r in checked:
         d = r["domain"]
         t = d["test"]
