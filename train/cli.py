@@ -86,4 +86,7 @@ def train_command(data_dir, out, verbose, **options):
         t = result["test"]
         click.echo(f"test accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}  "
                    f"AUC-ROC {t['auc_ovr_macro'] or float('nan'):.4f}  ({t['n']} images)")
-    click.echo(f"wrote {out} in {result['seconds']:.0f} s")
+    if result["chief"]:
+        click.echo(f"wrote {out} in {result['seconds']:.0f} s")
+    else:  # a non-chief worker's files were temporary
+        click.echo(f"worker done in {result['seconds']:.0f} s; the chief writes {out}")

@@ -27,7 +27,7 @@ from hemalite import __version__
 from hemalite.contract import InputSpec
 from hemalite.files import atomic_path, read_json, write_json
 from hemalite.metrics import classification_metrics
-from hemalite.train import data
+from hemalite.train import data, multiworker
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ def make_strategy(name: str):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multiworker":  # cluster from the TF_CONFIG environment variable
+        if not os.environ.get("TF_CONFIG"):  # TensorFlow would quietly train alone
+            raise data.TrainError("--distribute multiworker reads the cluster from TF_CONFIG, "
+                                  "an environment variable that is not set (README: Train on "
+                                  "several machines)")
+        multiworker.fix_keras_multiworker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown --distribute {name!r} (none, mirrored, multiworker)")
 
@@ -116,6 +121,12 @@ def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int,
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
+    # Multi-worker: in-memory slices have no files to shard, and TF 2.21's AUTO quietly falls
+    # back to DATA. Say DATA: every worker runs this whole pipeline (same seeded shuffle and
+    # jitter) and keeps its slice of each global batch (OFF would train every worker on all).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.with_options(options)
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if acquisition:  # sequential: one numpy Generator, and the GIL would serialise it anyway
@@ -232,15 +243,38 @@ def write_run_start(cfg: TrainConfig, run: Path, splits, labels) -> None:
 def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
     """Run the whole recipe; write model, config, manifests, history and metrics to cfg.out.
 
-    Returns metrics.json's content; with "already_complete" when cfg.out held this run."""
+    Returns metrics.json's content; with "already_complete" when cfg.out held this run.
+    Multi-worker: every worker runs all of it; only the chief writes cfg.out, the others a
+    temporary twin that is removed at the end (hemalite.train.multiworker)."""
+    strategy = make_strategy(cfg.distribute)  # first: MultiWorkerMirrored needs a fresh runtime
+    out = Path(cfg.out)
+    run = multiworker.worker_dir(out, strategy)
+    chief = run == out
+    try:
+        if chief:
+            complete = prepare_run_dir(cfg)
+        else:  # reads the chief's --out; only the chief deletes (--force) and starts afresh
+            log.info("worker %d writes to %s, removed at the end; the chief writes %s",
+                     strategy.cluster_resolver.task_id, run, out)
+            complete = not cfg.force and prepare_run_dir(cfg)
+            if not cfg.force:
+                multiworker.restore_from_chief(out, run)
+        if cfg.distribute == "multiworker":
+            multiworker.check_same_state(strategy, out, run, complete)
+        if complete:
+            return {**read_json(out / "metrics.json"), "already_complete": True, "chief": chief}
+        return {**_train(cfg, run, strategy, extra_callbacks), "chief": chief}
+    finally:
+        if not chief:
+            multiworker.remove_worker_dir(run)
+
+
+def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     import keras
 
     from hemalite.train import model as models
 
     start = time.time()
-    run = Path(cfg.out)
-    if prepare_run_dir(cfg):
-        return {**read_json(run / "metrics.json"), "already_complete": True}
     keras.utils.set_random_seed(cfg.seed)
     splits, labels, summary = prepare_splits(cfg)
     log.info("split: %s", {k: v for k, v in summary.items() if k != "skipped"})
@@ -257,7 +291,6 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
     weights = class_weights(y_tr, len(labels))
     verbose = 1 if cfg.progress else 0
     history: dict = {}
-    strategy = make_strategy(cfg.distribute)
     pretrained = cfg.arch == "mobilenetv2" and cfg.weights.lower() != "none"
 
     with strategy.scope():
@@ -321,7 +354,8 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
 
     save_keras(model, run / "model.keras")
     write_json(run / "history.json", history)
-    result = {"split": summary, "seconds": round(time.time() - start, 1)}
+    result = {"split": summary, "seconds": round(time.time() - start, 1),
+              "replicas": strategy.num_replicas_in_sync}
     if len(x_te):
         probs = model.predict(x_te.astype("float32"), batch_size=cfg.batch_size, verbose=0)
         result["test"] = classification_metrics(y_te, probs, labels)
