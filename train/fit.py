@@ -302,6 +302,8 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
                 len(labels), cfg.image_size, cfg.alpha, cfg.weights, cfg.dropout, cfg.ground)
         else:
             raise ValueError(f"unknown --arch {cfg.arch!r} (mobilenetv2, cnn)")
+    if strategy.num_replicas_in_sync > 1:  # else each replica's BatchNorm statistics drift
+        models.synchronise_batchnorm(model)
     write_run_start(cfg, run, splits, labels)
 
     if pretrained:

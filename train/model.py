@@ -158,3 +158,22 @@ def set_fine_tuning(backbone: keras.Model, from_layer: str) -> int:
         layer.trainable = i >= start
     freeze_batchnorm(backbone)
     return sum(1 for layer in backbone.layers[start:] if layer.trainable)
+
+
+def synchronise_batchnorm(model: keras.Model) -> int:
+    """Make every trainable BatchNormalization use the global batch's statistics; count them.
+
+    Keras 3 updates each replica's moving mean and variance from its own slice of the batch
+    and never averages them (the variables have no aggregation), so with several replicas,
+    on one machine or several, the copies drift apart and each worker's model predicts
+    differently. Statistics all-reduced over the global batch keep every copy the same,
+    and equal to what one machine would compute on that batch.
+    """
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            count += synchronise_batchnorm(layer)
+        elif isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            layer.synchronized = True
+            count += 1
+    return count
