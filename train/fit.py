@@ -116,7 +116,7 @@ def acquisition_jitter(seed: int):
 
 
 def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int,
-                  acquisition: bool = False):
+                  acquisition: bool = False, drop_remainder: bool = False):
     """tf.data over preprocessed uint8 images; augmentation runs here, not in the model."""
     import tensorflow as tf
 
@@ -131,8 +131,8 @@ def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int,
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if acquisition:  # sequential: one numpy Generator, and the GIL would serialise it anyway
         ds = ds.map(acquisition_jitter(seed))
-    ds = ds.batch(batch_size).map(lambda a, b: (tf.cast(a, tf.float32), b),
-                                  num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder).map(lambda a, b: (tf.cast(a, tf.float32), b),
+                                                  num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
         ds = ds.map(lambda a, b: (tf.clip_by_value(augment(a, training=True), 0.0, 255.0), b),
                     num_parallel_calls=tf.data.AUTOTUNE)
@@ -302,8 +302,15 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
                 len(labels), cfg.image_size, cfg.alpha, cfg.weights, cfg.dropout, cfg.ground)
         else:
             raise ValueError(f"unknown --arch {cfg.arch!r} (mobilenetv2, cnn)")
-    if strategy.num_replicas_in_sync > 1:  # else each replica's BatchNorm statistics drift
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1:  # else each replica's BatchNorm statistics drift
         models.synchronise_batchnorm(model)
+    if multiworker.leaves_replica_empty(cfg.batch_size, replicas):
+        raise data.TrainError(f"--batch-size {cfg.batch_size} over {replicas} replicas leaves "
+                              f"one without images: use a multiple of {replicas}")
+    # Prediction and validation batches that leave no replica empty (multiworker.py).
+    eval_batch = {s: multiworker.eval_batch_size(len(pixels[s][0]), cfg.batch_size, replicas)
+                  for s in data.SPLITS}
     write_run_start(cfg, run, splits, labels)
 
     if pretrained:
@@ -317,7 +324,7 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
         else:
             extractor = models.feature_extractor(model)
             feats = {s: extractor.predict(pixels[s][0].astype("float32"),
-                                          batch_size=cfg.batch_size, verbose=verbose)
+                                          batch_size=eval_batch[s], verbose=verbose)
                      for s in ("train", "val")}
             with strategy.scope():
                 head.compile(keras.optimizers.Adam(cfg.learning_rate),
@@ -341,8 +348,9 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
                           metrics=["accuracy"])
         aug = augmenter(cfg.seed) if cfg.augment else None
         train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.seed,
-                                 cfg.acquisition)
-        val_ds = image_dataset(x_va, y_va, cfg.batch_size, False, None, cfg.seed)
+                                 cfg.acquisition, drop_remainder=multiworker.leaves_replica_empty(
+                                     len(x_tr) % cfg.batch_size, replicas))
+        val_ds = image_dataset(x_va, y_va, eval_batch["val"], False, None, cfg.seed)
         backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
         if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
             epoch_log.unlink()
@@ -357,9 +365,9 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     save_keras(model, run / "model.keras")
     write_json(run / "history.json", history)
     result = {"split": summary, "seconds": round(time.time() - start, 1),
-              "replicas": strategy.num_replicas_in_sync}
+              "replicas": replicas}
     if len(x_te):
-        probs = model.predict(x_te.astype("float32"), batch_size=cfg.batch_size, verbose=0)
+        probs = model.predict(x_te.astype("float32"), batch_size=eval_batch["test"], verbose=0)
         result["test"] = classification_metrics(y_te, probs, labels)
         from hemalite.plots import plot_confusion
         plot_confusion({"test split": np.asarray(result["test"]["confusion_matrix"])},

@@ -70,6 +70,34 @@ def fix_keras_multiworker() -> None:
     trainer.reduce_per_replica = reduce_per_replica
 
 
+def leaves_replica_empty(batch: int, replicas: int) -> bool:
+    """True when TensorFlow's split of one batch gives some replica no example at all.
+
+    With DATA sharding each batch is cut into `replicas` pieces of ceil(batch / replicas)
+    in turn (tf.data's legacy rebatch), so 1 example over 2 replicas, or 5 over 4, leaves
+    the last piece empty. With oneDNN (TensorFlow's default on x86) a convolution, and the
+    Ground layer, on an empty batch return a wrongly shaped tensor and the step fails
+    ("Incompatible shapes: [0,64,64,3] vs. [32]").
+    """
+    return batch > 0 and -(-batch // replicas) * (replicas - 1) >= batch
+
+
+def eval_batch_size(n: int, batch: int, replicas: int) -> int:
+    """The batch size nearest `batch` (smaller first) whose batches of n leave no replica empty.
+
+    For prediction and validation, where every example counts (training drops the last
+    partial batch instead). The batch size changes no result there, only memory.
+    """
+    if replicas == 1 or n == 0:
+        return batch
+    for size in sorted(range(1, max(n, batch) + 1), key=lambda b: (abs(b - batch), b)):
+        if not leaves_replica_empty(size, replicas) and \
+                not leaves_replica_empty(n % size, replicas):
+            return size
+    raise TrainError(f"{n} images cannot be split over {replicas} replicas without leaving "
+                     "one empty: use fewer workers or more images")
+
+
 def is_chief(strategy) -> bool:
     """True for the worker that writes the run directory (and for any single-process run)."""
     return bool(strategy.extended.should_checkpoint)
