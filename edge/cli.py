@@ -135,7 +135,7 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
     checks = clf.Checks(_floor(model, min_confidence, verbose), domain_check, heatmap_dir)
     if domain_check and model.domain is None:
         click.echo(f"note: {os.path.basename(model.path)} carries no domain check; only "
-                   "no-leukocyte and --min-confidence can REFER", err=True)
+                   "--min-confidence can REFER", err=True)
     summary = clf.Summary(model.info.labels)
     writer = clf.ResultWriter(csv_path, jsonl_path)
     try:
