@@ -18,13 +18,14 @@ from collections import Counter
 import numpy as np
 
 from hemalite import shifts
-from hemalite.edge.assess import assess, heatmap_mass, leukocyte_region
+from hemalite.edge.assess import assess, heatmap_mass, leukocyte_region, visible_mask
 from hemalite.edge.runtime import load_model
 
 
 def _evaluate(model, images: np.ndarray, y: np.ndarray, heat: bool = False) -> dict:
     """Accuracy, referrals by reason, and (with heat) the heatmap's mass per region."""
     correct, accepted, reasons, on_cells, area, on_corner = [], [], Counter(), [], [], []
+    cam_only = []  # the 7 x 7 map alone, before the visible mask (hemalite.edge.assess)
     corner = np.zeros(images.shape[1:3], bool)
     corner[shifts.annotation_box(*images.shape[1:3])] = True
     for image, truth in zip(images, y):
@@ -35,17 +36,19 @@ def _evaluate(model, images: np.ndarray, y: np.ndarray, heat: bool = False) -> d
         if a.reason is None:
             accepted.append(label == truth)
         if heat and a.cam is not None:
-            region = leukocyte_region(image)
-            mass = heatmap_mass(a.cam, label, region)
+            region, visible = leukocyte_region(image), visible_mask(model, image)
+            mass = heatmap_mass(a.cam, label, region, visible)
             if mass is not None:
                 on_cells.append(mass)
+                cam_only.append(heatmap_mass(a.cam, label, region) or 0.0)
                 area.append(float(region.mean()))
-                on_corner.append(heatmap_mass(a.cam, label, corner))
+                on_corner.append(heatmap_mass(a.cam, label, corner, visible) or 0.0)
     out = {"images": len(y), "accuracy": float(np.mean(correct)) if correct else None,
            "referred": {k: v for k, v in reasons.items() if k != "accepted"},
            "accuracy_accepted": _mean(accepted)}
     if heat:
         out["heatmap"] = {"mass_on_leukocytes": _mean(on_cells), "leukocyte_area": _mean(area),
+                          "cam_mass_on_leukocytes": _mean(cam_only),
                           "mass_on_annotation": _mean(on_corner),
                           "annotation_area": float(corner.mean()), "images": len(on_cells)}
     return out

@@ -208,18 +208,24 @@ def audit_markdown(report: dict) -> list[str]:
             cells.append(f"{100 * a['accuracy']:.1f} % ({100 * referred:.0f} % referred)")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     out += ["", "Heatmap (the predicted class's activation map from the model's `cam` output, "
-            "positive part): share of its mass on the leukocytes (their stain mask) and on "
-            "the scale-bar corner, next to the share of the image each covers.", "",
-            "| variant | mass on leukocytes | leukocyte area | mass on annotation | annotation area |",
-            "|---|---:|---:|---:|---:|"]
+            "positive part, as `edge-classify --heatmaps` draws it: on a cell-grounded model, "
+            "only over the pixels its Ground layer lets through): share of its mass on the "
+            "leukocytes (their stain mask) and on the scale-bar corner, next to the share of "
+            "the image each covers. The 7 x 7 map alone, upsampled, also covers the grey "
+            "around each cell that the model cannot see: its mass is the second column.", "",
+            "| variant | mass on leukocytes | 7 x 7 map alone | leukocyte area "
+            "| mass on annotation | annotation area |",
+            "|---|---:|---:|---:|---:|---:|"]
     for r in audited:
         h = r["audit"]["as is"].get("heatmap") or {}
         if h.get("images"):
+            raw = h.get("cam_mass_on_leukocytes")
             out.append(f"| {r['variant']} | {h['mass_on_leukocytes']:.3f} | "
+                       f"{'-' if raw is None else f'{raw:.3f}'} | "
                        f"{h['leukocyte_area']:.3f} | {h['mass_on_annotation']:.3f} | "
                        f"{h['annotation_area']:.3f} |")
         else:
-            out.append(f"| {r['variant']} | - (no cam output) | - | - | - |")
+            out.append(f"| {r['variant']} | - (no cam output) | - | - | - | - |")
     return out
 
 

@@ -278,7 +278,8 @@ def model_info(run: Run, variant: str, calibration: dict | None, outputs=("proba
                files: dict | None = None) -> ModelInfo:
     arch = run.config.get("arch", "mobilenetv2")
     extra = {"variant": variant, "arch": arch, "alpha": run.config.get("alpha"),
-             "trained_on": os.path.basename(os.path.normpath(run.data_dir))}
+             "trained_on": os.path.basename(os.path.normpath(run.data_dir)),
+             "ground": bool(run.config.get("ground", False))}  # sees only the stain mask
     if calibration:
         extra["calibration"] = {k: v for k, v in calibration.items() if k != "skipped"}
     return ModelInfo(

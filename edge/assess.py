@@ -72,20 +72,42 @@ def _floor(result: Assessment, min_confidence: float) -> Assessment:
     return result
 
 
-def heatmap(cam: np.ndarray, label: int, size: tuple[int, int]) -> np.ndarray:
+def heatmap(cam: np.ndarray, label: int, size: tuple[int, int],
+            visible: np.ndarray | None = None) -> np.ndarray:
     """The predicted class's activation map, positive part, resized to (height, width),
-    scaled to [0, 1] (all zeros when the class has no positive evidence anywhere)."""
-    from PIL import Image
+    scaled to [0, 1] (all zeros when the class has no positive evidence anywhere).
 
+    `visible` (visible_mask: what a cell-grounded model sees, in [0, 1] at any size) keeps
+    the map on the pixels the model can use: the 7 x 7 map, upsampled, also spreads over
+    the grey its Ground layer put around each cell, where the model sees nothing.
+    """
     positive = np.maximum(cam[..., label], 0.0).astype(np.float32)
-    resized = np.asarray(Image.fromarray(positive).resize((size[1], size[0]), Image.BILINEAR))
+    resized = _resize(positive, size)
+    if visible is not None:
+        resized = resized * np.clip(_resize(visible.astype(np.float32), size), 0.0, 1.0)
     top = resized.max()
     return resized / top if top > 0 else np.zeros_like(resized)
 
 
-def heatmap_mass(cam: np.ndarray, label: int, region: np.ndarray) -> float | None:
+def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    if a.shape[:2] == tuple(size):
+        return a
+    return np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def visible_mask(model: Model, pixels: np.ndarray) -> np.ndarray | None:
+    """The pixels a cell-grounded model sees (its Ground layer's mask, hemalite.cells), in
+    [0, 1]; None for a model that sees the whole image. Everything outside this mask reaches
+    the model as one grey, so no evidence can come from there (tests/test_grounding.py)."""
+    return cells.soft_mask(pixels) if model.info.extra.get("ground") else None
+
+
+def heatmap_mass(cam: np.ndarray, label: int, region: np.ndarray,
+                 visible: np.ndarray | None = None) -> float | None:
     """Share of the positive heatmap that falls inside a boolean region of the image."""
-    heat = heatmap(cam, label, region.shape)
+    heat = heatmap(cam, label, region.shape, visible)
     total = heat.sum()
     return float(heat[region].sum() / total) if total > 0 else None
 
@@ -113,12 +135,13 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 
 def heatmap_panel(rgb: np.ndarray, pixels: np.ndarray, cam: np.ndarray, label: int,
-                  alpha: float = 0.45) -> np.ndarray:
-    """Side by side, each at the image's own size: the image, the heatmap over it, and the
-    outline of the leukocyte mask the model used (found on `pixels`, the model's input)."""
+                  alpha: float = 0.45, visible: np.ndarray | None = None) -> np.ndarray:
+    """Side by side, each at the image's own size: the image, the heatmap over it (on the
+    `visible` pixels only, when given), and the outline of the leukocyte mask the model used
+    (found on `pixels`, the model's input)."""
     from PIL import Image
 
-    heat = heatmap(cam, label, rgb.shape[:2])
+    heat = heatmap(cam, label, rgb.shape[:2], visible)
     overlay = (rgb * (1 - alpha) + colourise(heat) * alpha).astype(np.uint8)
     mask = Image.fromarray(leukocyte_region(pixels)).resize(rgb.shape[1::-1], Image.NEAREST)
     outlined = rgb.copy()

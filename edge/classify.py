@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from hemalite.contract import ImageError, InputSpec, load_image, preprocess
-from hemalite.edge.assess import assess, heatmap_panel
+from hemalite.edge.assess import assess, heatmap_panel, visible_mask
 from hemalite.edge.runtime import Model, top_k
 from hemalite.edge.sources import display_name
 from hemalite.metrics import confusion_matrix
@@ -170,12 +170,12 @@ def classify(model: Model, pixels: np.ndarray, summary: Summary, k: int = 1,
                     detail=a.detail)
     if checks.heatmap_dir and a.cam is not None:
         save_heatmap(checks.heatmap_dir, source, rgb if rgb is not None else pixels, pixels,
-                     a.cam, int(np.argmax(a.probabilities)))
+                     a.cam, int(np.argmax(a.probabilities)), visible_mask(model, pixels))
     return result
 
 
 def save_heatmap(folder: str, source: str, rgb: np.ndarray, pixels: np.ndarray,
-                 cam: np.ndarray, label: int) -> str:
+                 cam: np.ndarray, label: int, visible: np.ndarray | None = None) -> str:
     """Write the image | heatmap | outline panel as PNG; returns its path."""
     from PIL import Image
 
@@ -186,7 +186,7 @@ def save_heatmap(folder: str, source: str, rgb: np.ndarray, pixels: np.ndarray,
     while os.path.exists(path):  # two inputs with one name in different folders
         path = os.path.join(folder, f"{stem}.{n}.heatmap.png")
         n += 1
-    Image.fromarray(heatmap_panel(rgb, pixels, cam, label)).save(path)
+    Image.fromarray(heatmap_panel(rgb, pixels, cam, label, visible=visible)).save(path)
     return path
 
 

@@ -257,11 +257,12 @@ def _run_frames(model, summary, writer, camera, picamera, video, top_k, checks,
 
 def _live_heatmap(model, frame, pixels):
     """The frame with the predicted class's heatmap blended over it (the last invoke's)."""
-    from hemalite.edge.assess import heatmap_panel, read_cam
+    from hemalite.edge.assess import heatmap_panel, read_cam, visible_mask
 
     cam = read_cam(model, len(model.info.labels))
     if cam is None:
         return frame
     label = int(model.get_scores().argmax())
     width = frame.shape[1]
-    return heatmap_panel(frame, pixels, cam, label)[:, width:2 * width]
+    panel = heatmap_panel(frame, pixels, cam, label, visible=visible_mask(model, pixels))
+    return panel[:, width:2 * width]

@@ -180,3 +180,39 @@ def test_a_grounded_run_loads_in_a_fresh_process(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("Ground")
+
+
+def test_a_grounded_model_cannot_use_a_pixel_outside_the_mask():
+    """The gradient of the Ground layer's output w.r.t. every pixel the mask leaves out is
+    zero: no evidence can come from there, which is why heatmaps of grounded models are
+    drawn on the mask only (hemalite.edge.assess.visible_mask)."""
+    import tensorflow as tf
+
+    from hemalite.train.model import Ground
+
+    image = np.asarray(Image.open(real_images(1)[0]).convert("RGB").resize((224, 224)))
+    x = tf.constant(image[None].astype("float32"))
+    weights = tf.random.stateless_normal((1, 224, 224, 3), seed=(1, 2))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = tf.reduce_sum(Ground()(x) * weights)
+    grad = np.abs(tape.gradient(out, x).numpy()[0]).sum(-1)
+    visible = cells.soft_mask(image)
+    assert 0.02 < (visible > 0).mean() < 0.6  # a real smear: some cells, mostly background
+    assert grad[visible == 0].max() == 0.0
+    assert grad[visible == 1].min() > 0.0
+
+
+def test_a_grounded_heatmap_stays_on_the_visible_pixels():
+    from hemalite.edge.assess import heatmap, heatmap_mass
+
+    cam = np.random.default_rng(0).uniform(0.1, 1.0, (7, 7, 4)).astype(np.float32)
+    visible = np.zeros((224, 224), np.float32)
+    visible[40:90, 100:160] = 1.0
+    heat = heatmap(cam, 2, (448, 448), visible)  # visible resized with the heatmap
+    assert heat.max() == pytest.approx(1.0)
+    assert heat[:60].max() == 0.0 and heat[90:170, 210:310].min() > 0.0
+    region = np.zeros((224, 224), bool)
+    region[40:90, 100:160] = True
+    assert heatmap_mass(cam, 2, region, visible) == pytest.approx(1.0)
+    assert heatmap_mass(cam, 2, region) < 0.2  # the 7 x 7 map alone spreads everywhere
