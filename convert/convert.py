@@ -330,7 +330,8 @@ def format_table(rows: list[dict], n: int, split: str) -> str:
 def domain_check(path: Path, x: np.ndarray, y: np.ndarray, means: np.ndarray, ranges: dict,
                  acceptance: float) -> dom.DomainCheck:
     """Set the domain threshold and the confidence floor from this variant's own outputs on
-    validation images (int8 features are not float features: each variant gets its own)."""
+    validation images (int8 features are not float features: each variant gets its own).
+    The floor spends what is left of the referral budget (hemalite.domain.operating_floor)."""
     from hemalite.edge.runtime import load_model
 
     model = load_model(path)
@@ -342,10 +343,14 @@ def domain_check(path: Path, x: np.ndarray, y: np.ndarray, means: np.ndarray, ra
     scores = dom.feature_score(np.array(z), means)
     ranges = dict(ranges)
     leukocytes = ranges.pop("leukocytes")
-    return dom.DomainCheck(
+    check = dom.DomainCheck(
         means=np.round(means, 5).tolist(), threshold=float(np.quantile(scores, acceptance)),
-        acceptance=acceptance, ranges=ranges, leukocytes=leukocytes,
-        min_confidence=dom.recommend_floor(probs.max(1), probs.argmax(1) == y))
+        acceptance=acceptance, ranges=ranges, leukocytes=leukocytes)
+    measures = [dom.cell_measures(image) for image in x]
+    referred = [score > check.threshold or bool(check.cell_reasons(m))
+                or (leukocytes and not m["cells"]) for score, m in zip(scores, measures)]
+    check.min_confidence = dom.operating_floor(probs.max(1), probs.argmax(1) == y, referred)
+    return check
 
 
 def write_verification(path: Path, rows: list[dict], split: str, n: int) -> None:

@@ -127,6 +127,22 @@ def stained_share(measures: list[dict]) -> float:
     return float(np.mean([m["cells"] > 0 for m in measures])) if measures else 0.0
 
 
+REFERRAL_BUDGET = 0.025  # of in-domain images, all reasons together (validation split)
+
+
+def operating_floor(confidence: np.ndarray, correct: np.ndarray, referred: np.ndarray,
+                    budget: float = REFERRAL_BUDGET) -> float:
+    """The confidence floor of the operating point: the best accuracy on what is accepted
+    while all reasons together (`referred`: no leukocyte or out of domain already) refer at
+    most `budget` of the images. A lab can live with a few referrals, not with many."""
+    referred = np.asarray(referred, bool)
+    kept = ~referred
+    if referred.mean() >= budget or not kept.any():
+        return 0.0
+    min_coverage = 1.0 - (budget - referred.mean()) / kept.mean()
+    return recommend_floor(np.asarray(confidence)[kept], np.asarray(correct)[kept], min_coverage)
+
+
 def recommend_floor(confidence: np.ndarray, correct: np.ndarray,
                     min_coverage: float = 0.97) -> float:
     """The lowest confidence floor that gives the best accuracy on the accepted images while

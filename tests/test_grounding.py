@@ -74,6 +74,17 @@ def test_recommended_floor_trades_a_little_coverage_for_accuracy():
     assert dom.recommend_floor(conf, np.ones(100, bool)) == 0.0  # nothing to gain
 
 
+def test_the_operating_floor_spends_only_what_the_other_reasons_left_of_the_budget():
+    conf = np.array([0.99] * 95 + [0.6, 0.55, 0.52, 0.51, 0.5])
+    correct = np.array([True] * 95 + [True, False, False, False, True])
+    nothing_else = np.zeros(100, bool)
+    assert dom.operating_floor(conf, correct, nothing_else, budget=0.045) == pytest.approx(0.6)
+    one_out = nothing_else.copy()
+    one_out[0] = True  # one image already out of domain: 3.5 % left, the floor drops only two
+    assert dom.operating_floor(conf, correct, one_out, budget=0.045) == pytest.approx(0.55)
+    assert dom.operating_floor(conf, correct, np.arange(100) < 4, budget=0.045) == 0.0
+
+
 @pytest.mark.slow
 def test_domain_check_is_fitted_on_training_data_and_travels_in_the_model(tiny_run, tiny_tflite):
     from hemalite.convert.convert import load_run
