@@ -59,8 +59,9 @@ def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[s
         from hemalite.metadata import read_model_info
 
         spec = read_model_info(next(m for m in models if m.endswith(".tflite"))).spec
-        ood_images = ood.ood_sets(x, spec)
         malignant = tuple(i for i, name in enumerate(labels) if name.lower() != "benign")
+        healthy = x[~np.isin(y, malignant)] if len(malignant) < len(labels) else None
+        ood_images = ood.ood_sets(x, spec, healthy=healthy)
 
     rows, probs = [], {}
     steps = tqdm(total=len(models), desc="benchmarking", unit="model", disable=not progress)

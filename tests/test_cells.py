@@ -108,3 +108,17 @@ def test_random_acquisition_varies_but_keeps_the_image():
     outs = [shifts.random_acquisition(rgb, rng) for _ in range(5)]
     assert all(o.shape == rgb.shape and o.dtype == np.uint8 for o in outs)
     assert len({o.tobytes() for o in outs}) > 1
+
+
+def test_closeups_centre_the_largest_leukocyte_and_skip_empty_fields():
+    from hemalite.benchmarks.ood import closeups
+
+    smear = real("Pre/WBC-Malignant-Pre-010.jpg")
+    blank = np.full_like(smear, 235)
+    outs = closeups(np.stack([smear, blank]))
+    assert len(outs) == 1  # the blank field has no leukocyte to centre on
+    out, cell = outs[0], cells.find_cells(smear)[0]
+    side = max(cell.width, cell.height) * 2.5
+    assert out.shape[0] == out.shape[1] and abs(out.shape[0] - side) <= 2
+    mid = out.shape[0] // 2
+    assert cells.leukocyte_mask(out)[mid - 2:mid + 3, mid - 2:mid + 3].all()
