@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import click
 import numpy as np
 
 from hemalite import DISCLAIMER, __version__
-from hemalite.cli import setup_logging
+from hemalite.cli import Command, Group, setup_logging
+from hemalite.errors import HemaliteError
 
 
-class BenchError(click.ClickException):
-    def show(self, file=None):
-        click.echo(f"error: {self.message}", err=True)
+class BenchError(HemaliteError):
+    """Nothing to measure: no model, no images, or an option missing (one line)."""
+
+    exit_code = 1
 
 
 class ThreadCounts(click.ParamType):
@@ -155,7 +156,7 @@ def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, lim
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
-@click.command("bench", epilog=DISCLAIMER)
+@click.command("bench", cls=Command, epilog=DISCLAIMER)
 @bench_options(run=True)
 def bench_command(**kw):
     """Benchmark models: TARGETS are run directories or .tflite / .keras files.
@@ -168,7 +169,7 @@ def bench_command(**kw):
     _run(keras_too=importlib.util.find_spec("tensorflow") is not None, **kw)
 
 
-@click.command("edge-bench", epilog=DISCLAIMER)
+@click.command("edge-bench", cls=Command, epilog=DISCLAIMER)
 @click.version_option(__version__, prog_name="edge-bench")
 @bench_options(run=False)
 def edge_bench_command(**kw):
@@ -180,7 +181,7 @@ def edge_bench_command(**kw):
     _run(keras_too=False, **kw)
 
 
-@click.group("report")
+@click.group("report", cls=Group)
 def report_group():
     """Work with benchmark reports."""
 
@@ -193,11 +194,7 @@ def merge_command(reports, out):
     from hemalite.benchmarks.report import load_report, merge
     from hemalite.files import write_text
 
-    try:
-        loaded = [load_report(r) for r in reports]
-    except ValueError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    loaded = [load_report(r) for r in reports]
     text = merge(loaded)
     write_text(out, text)
     click.echo(text)

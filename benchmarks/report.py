@@ -22,11 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
+from hemalite.errors import HemaliteError
 from hemalite.files import read_json, write_json, write_text
 from hemalite.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 SCHEMA = "hemalite.bench/1"
+
+
+class ReportError(HemaliteError):
+    """A file given as a report that is not a hemalite.bench/1 report.json."""
+
+
 ORDER = ("keras", "float32", "float16", "dynamic", "int8")
 
 
@@ -268,14 +275,14 @@ def write_report(report: dict, out: str | os.PathLike) -> list[Path]:
 
 
 def load_report(path: str | os.PathLike) -> dict:
-    """A report.json, checked; ValueError naming the file when it is not one."""
+    """A report.json, checked; ReportError naming the file when it is not one."""
     try:
         report = read_json(path)
     except ValueError as err:  # not JSON, or not text at all
-        raise ValueError(f"{path}: not a JSON file ({err})") from None
+        raise ReportError(f"{path}: not a JSON file ({err})") from None
     schema = report.get("schema") if isinstance(report, dict) else None
     if schema != SCHEMA:
-        raise ValueError(f"{path}: not a {SCHEMA} report (schema {schema!r})")
+        raise ReportError(f"{path}: not a {SCHEMA} report (schema {schema!r})")
     return report
 
 

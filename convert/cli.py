@@ -5,10 +5,10 @@ import sys
 
 import click
 
-from hemalite.cli import setup_logging
+from hemalite.cli import Command, setup_logging
 
 
-@click.command("convert", epilog="A research and screening aid, not a diagnosis.")
+@click.command("convert", cls=Command, epilog="A research and screening aid, not a diagnosis.")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--float32", "want", flag_value="float32", multiple=True, help="float32 model.")
 @click.option("--float16", "want", flag_value="float16", multiple=True, help="float16 weights.")
@@ -42,15 +42,11 @@ def convert_command(run_dir, want, all_variants, verbose, **options):
 
     with native_noise_filtered():  # TensorFlow's start-up lines
         import keras  # noqa: F401
-    from hemalite.convert.convert import VARIANTS, ConvertConfig, ConvertError, convert
+    from hemalite.convert.convert import VARIANTS, ConvertConfig, convert
 
     variants = VARIANTS if all_variants or not want else tuple(want)
     cfg = ConvertConfig(run_dir=run_dir, variants=variants, **options)
-    try:
-        result = convert(cfg)
-    except ConvertError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    result = convert(cfg)
     calib = result["calibration"]
     if calib:
         click.echo(f"calibrated on {calib['size']} images from the {calib['source']}"

@@ -19,6 +19,7 @@ import numpy as np
 from hemalite import DISCLAIMER, __version__
 from hemalite import domain as dom
 from hemalite.contract import InputSpec, is_image_name, load_batch
+from hemalite.errors import HemaliteError
 from hemalite.files import read_json, write_bytes, write_json
 from hemalite.metadata import ModelInfo, associated_files, build_metadata, zip_onto
 from hemalite.metrics import agreement
@@ -33,7 +34,7 @@ CITATION = ("Data: Aria M, Ghaderzadeh M, Bashash D, Abolghasemi H, Asadi F, Hos
             "2022;37:5113-5133. doi:10.1002/int.22753.")
 
 
-class ConvertError(ValueError):
+class ConvertError(HemaliteError):
     """A run or calibration folder that cannot be converted (one clear line)."""
 
 

@@ -13,11 +13,10 @@ import time
 import click
 
 from hemalite import DISCLAIMER, __version__
-from hemalite.cli import setup_logging
+from hemalite.cli import Command, setup_logging
 from hemalite.contract import IMAGE_EXTENSIONS, preprocess
 from hemalite.edge import classify as clf
 from hemalite.edge import runtime, sources
-from hemalite.metadata import MetadataError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ def _model_help() -> str:
             "hemalite/models/hemalite_int8.tflite]")
 
 
-@click.command("edge-classify", epilog=DISCLAIMER)
+@click.command("edge-classify", cls=Command, epilog=DISCLAIMER)
 @click.version_option(__version__, prog_name="edge-classify")
 @click.argument("paths", nargs=-1)
 @click.option("--model", "model_path", default=None, help=_model_help())
@@ -111,19 +110,11 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
                                "--manifest combine; a camera or a video runs alone)")
     inputs = list(sources.find_images(list(paths)))  # (path, root): the root sets the truth
     if manifest:
-        try:
-            inputs += [(path, data_root) for path in sources.manifest_paths(manifest, data_root)]
-        except sources.SourceError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(2)
+        inputs += [(path, data_root) for path in sources.manifest_paths(manifest, data_root)]
     if not paths and not manifest and not live:
         raise click.UsageError("give image paths, --manifest, --camera, --picamera or --video")
-    try:
-        model = runtime.load_model(model_path or runtime.default_model_path(), num_threads,
-                                   runtime_name)
-    except (runtime.ModelError, MetadataError, runtime.RuntimeNotFound) as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    model = runtime.load_model(model_path or runtime.default_model_path(), num_threads,
+                               runtime_name)
     if top_k > len(model.info.labels):
         raise click.BadParameter(f"{top_k} is more than the model's {len(model.info.labels)} "
                                  "labels", param_hint="'--top-k'")

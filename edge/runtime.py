@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hemalite.errors import HemaliteError
 from hemalite.files import native_noise_filtered
 from hemalite.metadata import ModelInfo, read_model_info
 
@@ -23,11 +24,11 @@ RUNTIMES = (
 )
 
 
-class RuntimeNotFound(ImportError):
-    pass
+class RuntimeNotFound(HemaliteError):
+    """No TFLite runtime installed, or not the one asked for."""
 
 
-class ModelError(ValueError):
+class ModelError(HemaliteError):
     """A model file the runtime cannot load (one clear line)."""
 
 

@@ -14,11 +14,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from hemalite.contract import is_image_name
+from hemalite.errors import HemaliteError
 
 log = logging.getLogger(__name__)
 
 
-class SourceError(RuntimeError):
+class SourceError(HemaliteError):
     """A camera or video that cannot be opened or stops delivering frames."""
 
 

@@ -8,6 +8,7 @@ import logging
 import click
 
 from hemalite import DISCLAIMER, __version__
+from hemalite.errors import HemaliteError
 
 SUBCOMMANDS = {
     "train": ("hemalite.train.cli", "train_command", "Train a classifier on a class-folder dataset."),
@@ -17,7 +18,35 @@ SUBCOMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class _OneLine(click.ClickException):
+    """How a HemaliteError leaves a command: `error: ...` on stderr and its exit code."""
+
+    def __init__(self, error: HemaliteError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+    def show(self, file=None):
+        click.echo(f"error: {self.message}", err=True)
+
+
+class Command(click.Command):
+    """Every hemalite command (`hemalite ...`, `edge-classify`, `edge-bench`): the one place
+    that turns a user error (HemaliteError) into one line and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HemaliteError as err:
+            raise _OneLine(err) from err
+
+
+class Group(click.Group):
+    """A command group whose commands are `Command`s."""
+
+    command_class = Command
+
+
+class LazyGroup(Group):
     """A click group whose subcommands live in other modules, imported on use."""
 
     def list_commands(self, ctx):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from hemalite.errors import HemaliteError
+
 # Pillow refuses images above this many pixels (its decompression-bomb guard raises past 2x).
 Image.MAX_IMAGE_PIXELS = 64_000_000
 
@@ -39,7 +41,7 @@ class InputSpec:
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
-class ImageError(ValueError):
+class ImageError(HemaliteError):
     """An input file that cannot be turned into an RGB image (one line, names the reason)."""
 
 

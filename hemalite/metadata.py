@@ -26,6 +26,7 @@ from flatbuffers import number_types as nt
 from flatbuffers.table import Table
 
 from hemalite.contract import NORM_MEAN, NORM_STD, InputSpec
+from hemalite.errors import HemaliteError
 
 METADATA_BUFFER_NAME = "TFLITE_METADATA"
 METADATA_FILE_ID = b"M001"
@@ -42,7 +43,7 @@ _FILE_TENSOR_AXIS_LABELS = 2
 _FILE_DESCRIPTIONS = 1
 
 
-class MetadataError(ValueError):
+class MetadataError(HemaliteError):
     """A model file whose metadata or labels cannot be read."""
 
 

@@ -258,7 +258,7 @@ def test_multiworker_without_tf_config_is_a_clear_error(monkeypatch):
     from hemalite.train.fit import make_strategy
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(ValueError, match="TF_CONFIG"):
+    with pytest.raises(data.TrainError, match="TF_CONFIG"):
         make_strategy("multiworker")
 
 

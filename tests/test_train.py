@@ -59,7 +59,9 @@ def test_local_imagenet_weights_load_at_another_input_size():
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="weights file not found"):
+    from hemalite.train.data import TrainError
+
+    with pytest.raises(TrainError, match="weights file not found"):
         models.resolve_weights(str(tmp_path / "nope.weights.h5"))
 
 

@@ -1,14 +1,12 @@
 """`hemalite train`: click options map one to one onto TrainConfig."""
 from __future__ import annotations
 
-import sys
-
 import click
 
-from hemalite.cli import setup_logging
+from hemalite.cli import Command, setup_logging
 
 
-@click.command("train", epilog="A research and screening aid, not a diagnosis.")
+@click.command("train", cls=Command, epilog="A research and screening aid, not a diagnosis.")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run directory for the model, manifests, config and metrics.")
@@ -60,18 +58,13 @@ def train_command(data_dir, out, verbose, **options):
     """
     setup_logging(verbose)
     from hemalite.files import native_noise_filtered
-    from hemalite.train.data import TrainError
     from hemalite.train.fit import TrainConfig, train
 
     with native_noise_filtered():  # TensorFlow's start-up lines (twice: two libraries)
         import keras  # noqa: F401
 
     cfg = TrainConfig(data_dir=data_dir, out=out, **options)
-    try:
-        result = train(cfg)
-    except (TrainError, FileNotFoundError, ValueError) as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
+    result = train(cfg)
     if result.get("already_complete"):
         click.echo(f"already complete: {out} holds a finished run with these options "
                    "(--force to retrain)")

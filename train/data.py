@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from hemalite.contract import InputSpec, is_image_name, load_batch
+from hemalite.errors import HemaliteError
 from hemalite.files import atomic_path, write_text
 
 SPLITS = ("train", "val", "test")
 
 
-class TrainError(ValueError):
+class TrainError(HemaliteError):
     """A user error in the train stage: printed as one line, no traceback."""
 
 

@@ -51,7 +51,7 @@ def resolve_weights(weights: str) -> str | None:
     if weights.lower() == "imagenet":
         return "imagenet"
     if not os.path.isfile(weights):
-        raise FileNotFoundError(f"weights file not found: {weights}")
+        raise TrainError(f"weights file not found: {weights}")
     return weights
 
 
@@ -151,7 +151,7 @@ def set_fine_tuning(backbone: keras.Model, from_layer: str) -> int:
     """Unfreeze the backbone from `from_layer` upwards (BatchNorm stays frozen); return count."""
     names = [layer.name for layer in backbone.layers]
     if from_layer not in names:
-        raise ValueError(f"--fine-tune-from: no layer named {from_layer!r} in the backbone")
+        raise TrainError(f"--fine-tune-from: no layer named {from_layer!r} in the backbone")
     start = names.index(from_layer)
     backbone.trainable = True
     for i, layer in enumerate(backbone.layers):
