@@ -12,7 +12,7 @@ TFLITE_VENV := .venv-tflite
 AARCH64_MAX_STEPS ?= 16
 MODELS := hemalite/models
 
-.PHONY: demo test test-edge test-tflite-runtime aarch64-check tiny-models venv edge-venv model bench clean
+.PHONY: demo test test-edge test-tflite-runtime aarch64-check tiny-models metadata-schema venv edge-venv model bench clean
 
 # The full environment: TensorFlow for train/convert, plotting for bench, pytest.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -64,6 +64,11 @@ aarch64-check: edge-venv $(TFLITE_VENV)/.installed
 # Remake the committed tiny test models (tests/data/tiny_*.tflite) with train + convert.
 tiny-models: venv
 	$(VENV)/bin/python -m tests.make_tiny_models
+
+# Regenerate hemalite/third_party/metadata_schema.py (the TFLite Metadata schema's Python
+# classes) with flatc; the result is committed, so nothing else needs flatc.
+metadata-schema:
+	scripts/metadata_schema.sh
 
 # Classify the bundled model's own test split (never its training images) with the edge install.
 demo: edge-venv

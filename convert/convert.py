@@ -21,7 +21,8 @@ from hemalite import domain as dom
 from hemalite.contract import InputSpec, is_image_name, load_batch
 from hemalite.errors import HemaliteError
 from hemalite.files import read_json, write_bytes, write_json
-from hemalite.metadata import ModelInfo, associated_files, build_metadata, zip_onto
+from hemalite.metadata import (ModelInfo, associated_files, build_metadata, tflite_schema,
+                               zip_onto)
 from hemalite.metrics import agreement
 from hemalite.train import data
 
@@ -243,8 +244,8 @@ def make_converter(saved_model: str, variant: str, calib: np.ndarray | None = No
 def embed_metadata(model: bytes, info: ModelInfo) -> bytes:
     """Add the TFLITE_METADATA buffer and zip labels.txt / hemalite.json onto the model."""
     import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
 
+    schema = tflite_schema()
     tflite = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
     order_outputs(tflite, info.outputs)
     buffer = schema.BufferT()

@@ -8,12 +8,16 @@ client looks:
 - the associated files zipped onto the end of the model: `labels.txt` (one label per line,
   in output order) and `hemalite.json` (the InputSpec and provenance, for hemalite itself).
 
-Only the small part of metadata_schema.fbs that an image classifier uses is written and read
-here, with the plain `flatbuffers` package; the slot numbers below are the field order of
-tflite-support's metadata_schema.fbs.
+The metadata is written and read through the classes flatc generated from the official
+metadata_schema.fbs (hemalite/third_party/metadata_schema.py, `make metadata-schema`); the
+model flatbuffer itself through the TFLite schema's generated module that LiteRT ships.
+A field the runner needs (input size, normalisation, labels, resize filter) that is
+missing is a MetadataError naming it: nothing is guessed.
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import io
 import json
 import os
@@ -22,25 +26,16 @@ from dataclasses import dataclass, field
 
 import flatbuffers
 import numpy as np
-from flatbuffers import number_types as nt
-from flatbuffers.table import Table
 
 from hemalite.contract import NORM_MEAN, NORM_STD, InputSpec
 from hemalite.errors import HemaliteError
+from hemalite.third_party import metadata_schema
 
 METADATA_BUFFER_NAME = "TFLITE_METADATA"
 METADATA_FILE_ID = b"M001"
 LABEL_FILE = "labels.txt"
 SPEC_FILE = "hemalite.json"
 MIN_PARSER_VERSION = "1.0.0"
-
-# metadata_schema.fbs enum values used here
-_COLOR_SPACE_RGB = 1
-_CONTENT_IMAGE_PROPERTIES = 2
-_CONTENT_FEATURE_PROPERTIES = 1
-_PROCESS_UNIT_NORMALIZATION = 1
-_FILE_TENSOR_AXIS_LABELS = 2
-_FILE_DESCRIPTIONS = 1
 
 
 class MetadataError(HemaliteError):
@@ -75,89 +70,85 @@ OUTPUT_DESCRIPTIONS = {
 }
 
 
+@functools.cache
+def tflite_schema():
+    """The TFLite model schema's generated Python module: LiteRT's copy, else TensorFlow's."""
+    for module in ("ai_edge_litert.schema_py_generated",
+                   "tensorflow.lite.python.schema_py_generated"):
+        try:
+            return importlib.import_module(module)
+        except ImportError:
+            continue
+    raise MetadataError("reading a .tflite needs ai-edge-litert (pip install ai-edge-litert)")
+
+
 # ----------------------------------------------------------------------------- writing
-def _strings(b: flatbuffers.Builder, values: list[str]) -> list[int]:
-    return [b.CreateString(v) for v in values]
+def _table(cls, **fields):
+    """An object-API table with these fields set (a misspelt field raises, never vanishes)."""
+    table = cls()
+    for name, value in fields.items():
+        if not hasattr(table, name):
+            raise AttributeError(f"{cls.__name__} has no field {name!r}")
+        setattr(table, name, value)
+    return table
 
 
-def _vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
-    b.StartVector(4, len(offsets), 4)
-    for off in reversed(offsets):
-        b.PrependUOffsetTRelative(off)
-    return b.EndVector()
+def _stats(high: float, low: float) -> metadata_schema.StatsT:
+    return _table(metadata_schema.StatsT, max=[high], min=[low])
 
 
-def _floats(b: flatbuffers.Builder, values: list[float]) -> int:
-    b.StartVector(4, len(values), 4)
-    for v in reversed(values):
-        b.PrependFloat32(float(v))
-    return b.EndVector()
+def _input_metadata(info: ModelInfo) -> metadata_schema.TensorMetadataT:
+    """The input tensor: an RGB image of raw pixels, normalised (x - mean) / std inside."""
+    size = _table(metadata_schema.ImageSizeT, width=info.spec.width, height=info.spec.height)
+    image = _table(metadata_schema.ImagePropertiesT,
+                   colorSpace=metadata_schema.ColorSpaceType.RGB, defaultSize=size)
+    content = _table(metadata_schema.ContentT, contentProperties=image,
+                     contentPropertiesType=metadata_schema.ContentProperties.ImageProperties)
+    norm = _table(metadata_schema.NormalizationOptionsT, mean=[info.mean] * 3,
+                  std=[info.std] * 3)
+    unit = _table(metadata_schema.ProcessUnitT, options=norm,
+                  optionsType=metadata_schema.ProcessUnitOptions.NormalizationOptions)
+    return _table(metadata_schema.TensorMetadataT, name="image",
+                  description="RGB image, raw 0-255 pixels", content=content,
+                  processUnits=[unit], stats=_stats(255.0, 0.0))
 
 
-def _table(b: flatbuffers.Builder, num_fields: int, offsets: dict[int, int],
-           scalars: tuple[tuple[int, str, int], ...] = ()) -> int:
-    """One table: offset fields by slot, then (slot, Prepend<Type>Slot, value) scalars.
-
-    Everything an offset points to must be built before this call (flatbuffers builds
-    children first), which evaluating the arguments does.
-    """
-    b.StartObject(num_fields)
-    for slot, offset in offsets.items():
-        b.PrependUOffsetTRelativeSlot(slot, offset, 0)
-    for slot, prepend, value in scalars:
-        getattr(b, prepend)(slot, value, 0)
-    return b.EndObject()
-
-
-def _associated_file(b: flatbuffers.Builder, name: str, description: str, kind: int) -> int:
-    n, d = _strings(b, [name, description])
-    return _table(b, 5, {0: n, 1: d}, ((2, "PrependInt8Slot", kind),))
-
-
-def _stats(b: flatbuffers.Builder, high: float, low: float) -> int:
-    return _table(b, 2, {0: _floats(b, [high]), 1: _floats(b, [low])})
-
-
-def _output_metadata(b: flatbuffers.Builder, name: str, first: bool) -> int:
+def _output_metadata(name: str, first: bool) -> metadata_schema.TensorMetadataT:
     """TensorMetadata of one output: the first carries the labels file and [0, 1] stats."""
-    content = _table(b, 3, {1: _table(b, 0, {})},
-                     ((0, "PrependUint8Slot", _CONTENT_FEATURE_PROPERTIES),))
-    out_name, out_desc = _strings(b, [name, OUTPUT_DESCRIPTIONS.get(name, name)])
-    if not first:
-        return _table(b, 7, {0: out_name, 1: out_desc, 3: content})
-    labels_file = _associated_file(b, LABEL_FILE, "Class labels, one per line, in output order.",
-                                   _FILE_TENSOR_AXIS_LABELS)
-    return _table(b, 7, {0: out_name, 1: out_desc, 3: content, 5: _stats(b, 1.0, 0.0),
-                         6: _vector(b, [labels_file])})
+    content = _table(metadata_schema.ContentT,
+                     contentProperties=metadata_schema.FeaturePropertiesT(),
+                     contentPropertiesType=metadata_schema.ContentProperties.FeatureProperties)
+    tensor = _table(metadata_schema.TensorMetadataT, name=name,
+                    description=OUTPUT_DESCRIPTIONS.get(name, name), content=content)
+    if first:
+        tensor.stats = _stats(1.0, 0.0)
+        tensor.associatedFiles = [_associated_file(
+            LABEL_FILE, "Class labels, one per line, in output order.",
+            metadata_schema.AssociatedFileType.TENSOR_AXIS_LABELS)]
+    return tensor
+
+
+def _associated_file(name: str, description: str, kind: int) -> metadata_schema.AssociatedFileT:
+    return _table(metadata_schema.AssociatedFileT, name=name, description=description,
+                  type=kind)
 
 
 def build_metadata(info: ModelInfo) -> bytes:
     """Serialise `info` as a ModelMetadata flatbuffer (file identifier M001)."""
+    subgraph = _table(metadata_schema.SubGraphMetadataT,
+                      inputTensorMetadata=[_input_metadata(info)],
+                      outputTensorMetadata=[_output_metadata(name, first=i == 0)
+                                            for i, name in enumerate(info.outputs)])
+    described = metadata_schema.AssociatedFileType.DESCRIPTIONS
+    files = [_associated_file(SPEC_FILE, "hemalite input spec and provenance (JSON).",
+                              described)]
+    files += [_associated_file(name, "hemalite model data.", described) for name in info.files]
+    root = _table(metadata_schema.ModelMetadataT, name=info.name,
+                  description=info.description, version=info.version,
+                  subgraphMetadata=[subgraph], author=info.author, license=info.license,
+                  associatedFiles=files, minParserVersion=MIN_PARSER_VERSION)
     b = flatbuffers.Builder(1024)
-    # input tensor: an RGB image, normalised (x - mean) / std inside the model
-    image_size = _table(b, 2, {}, ((0, "PrependUint32Slot", info.spec.width),
-                                   (1, "PrependUint32Slot", info.spec.height)))
-    image_props = _table(b, 2, {1: image_size}, ((0, "PrependInt8Slot", _COLOR_SPACE_RGB),))
-    in_content = _table(b, 3, {1: image_props},
-                        ((0, "PrependUint8Slot", _CONTENT_IMAGE_PROPERTIES),))
-    norm = _table(b, 2, {0: _floats(b, [info.mean] * 3), 1: _floats(b, [info.std] * 3)})
-    unit = _table(b, 2, {1: norm}, ((0, "PrependUint8Slot", _PROCESS_UNIT_NORMALIZATION),))
-    in_name, in_desc = _strings(b, ["image", "RGB image, raw 0-255 pixels"])
-    input_meta = _table(b, 7, {0: in_name, 1: in_desc, 3: in_content, 4: _vector(b, [unit]),
-                               5: _stats(b, 255.0, 0.0)})
-    # output tensors: class probabilities labelled by labels.txt, then any extra outputs
-    output_metas = [_output_metadata(b, name, first=i == 0) for i, name in enumerate(info.outputs)]
-    subgraph = _table(b, 10, {2: _vector(b, [input_meta]), 3: _vector(b, output_metas)})
-    spec_file = _associated_file(b, SPEC_FILE, "hemalite input spec and provenance (JSON).",
-                                 _FILE_DESCRIPTIONS)
-    more = [_associated_file(b, name, "hemalite model data.", _FILE_DESCRIPTIONS)
-            for name in info.files]
-    name, desc, version, author, lic, parser = _strings(b, [
-        info.name, info.description, info.version, info.author, info.license,
-        MIN_PARSER_VERSION])
-    root = _table(b, 8, {0: name, 1: desc, 2: version, 3: _vector(b, [subgraph]), 4: author,
-                         5: lic, 6: _vector(b, [spec_file, *more]), 7: parser})
-    b.Finish(root, file_identifier=METADATA_FILE_ID)
+    b.Finish(root.Pack(b), file_identifier=METADATA_FILE_ID)
     return bytes(b.Output())
 
 
@@ -181,102 +172,107 @@ def zip_onto(model: bytes, files: dict[str, bytes]) -> bytes:
 
 
 # ----------------------------------------------------------------------------- reading
-class _T:
-    """A flatbuffer table with slot-numbered accessors (the schema's field order)."""
-
-    def __init__(self, buf: bytes | bytearray, pos: int):
-        self.t = Table(buf, pos)
-
-    def _off(self, slot: int) -> int:
-        return self.t.Offset(4 + 2 * slot)
-
-    def string(self, slot: int) -> str:
-        o = self._off(slot)
-        return self.t.String(o + self.t.Pos).decode("utf-8", "replace") if o else ""
-
-    def scalar(self, slot: int, flags, default=0):
-        o = self._off(slot)
-        return self.t.Get(flags, o + self.t.Pos) if o else default
-
-    def table(self, slot: int) -> "_T | None":
-        o = self._off(slot)
-        return _T(self.t.Bytes, self.t.Indirect(o + self.t.Pos)) if o else None
-
-    def tables(self, slot: int) -> list["_T"]:
-        o = self._off(slot)
-        if not o:
-            return []
-        start = self.t.Vector(o)
-        return [_T(self.t.Bytes, self.t.Indirect(start + 4 * i))
-                for i in range(self.t.VectorLen(o))]
-
-    def floats(self, slot: int) -> list[float]:
-        o = self._off(slot)
-        if not o:
-            return []
-        start = self.t.Vector(o)
-        return [self.t.Get(nt.Float32Flags, start + 4 * i) for i in range(self.t.VectorLen(o))]
-
-    def bytes_view(self, slot: int) -> memoryview:
-        o = self._off(slot)
-        if not o:
-            return memoryview(b"")
-        start = self.t.Vector(o)
-        return memoryview(self.t.Bytes)[start:start + self.t.VectorLen(o)]
-
-
-def _root(buf: bytes | bytearray) -> _T:
-    return _T(buf, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, 0))
-
-
 def find_metadata_buffer(model: bytes) -> bytes | None:
     """Return the TFLITE_METADATA bytes of a .tflite flatbuffer, or None when absent."""
-    root = _root(model)  # tflite Model: slot 4 buffers, slot 6 metadata
-    buffers = root.tables(4)
-    for entry in root.tables(6):  # Metadata {name, buffer}
-        if entry.string(0) == METADATA_BUFFER_NAME:
-            buffer = buffers[entry.scalar(1, nt.Uint32Flags)]
-            offset = buffer.scalar(1, nt.Uint64Flags)  # Buffer {data, offset, size}
-            if offset > 1:  # large models keep buffer data outside the flatbuffer
-                return bytes(model[offset:offset + buffer.scalar(2, nt.Uint64Flags)])
-            return bytes(buffer.bytes_view(0))
+    root = tflite_schema().Model.GetRootAs(model, 0)
+    for i in range(root.MetadataLength()):
+        entry = root.Metadata(i)
+        if entry.Name() == METADATA_BUFFER_NAME.encode():
+            buffer = root.Buffers(entry.Buffer())
+            if buffer.Offset() > 1:  # large models keep buffer data outside the flatbuffer
+                return bytes(model[buffer.Offset():buffer.Offset() + buffer.Size()])
+            return buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
     return None
 
 
+def _text(value: bytes | None) -> str:
+    return value.decode("utf-8", "replace") if value else ""
+
+
+def _first(tables: list | None, what: str):
+    if not tables:
+        raise MetadataError(f"the metadata has no {what}")
+    return tables[0]
+
+
+def _image_size(tensor: metadata_schema.TensorMetadataT) -> tuple[int, int]:
+    """(width, height) from the input's ImageProperties."""
+    content = tensor.content
+    if (content is None or content.contentPropertiesType
+            != metadata_schema.ContentProperties.ImageProperties
+            or content.contentProperties.defaultSize is None):
+        raise MetadataError("the metadata has no input image size "
+                            "(ImageProperties.default_size of the input tensor)")
+    size = content.contentProperties.defaultSize
+    return size.width, size.height
+
+
+def _normalisation(tensor: metadata_schema.TensorMetadataT) -> tuple[list, list]:
+    """(mean, std) from the input's NormalizationOptions process unit."""
+    for unit in tensor.processUnits or []:
+        if unit.optionsType == metadata_schema.ProcessUnitOptions.NormalizationOptions:
+            if unit.options.mean is None or unit.options.std is None:
+                break
+            return [float(v) for v in unit.options.mean], [float(v) for v in unit.options.std]
+    raise MetadataError("the metadata has no input normalisation (NormalizationOptions "
+                        "with mean and std on the input tensor)")
+
+
 def parse_metadata(meta: bytes) -> dict:
-    """Read the fields hemalite uses from a ModelMetadata flatbuffer."""
-    if meta[4:8] != METADATA_FILE_ID:
+    """Read the fields hemalite uses from a ModelMetadata flatbuffer; MetadataError names a
+    required field (input size, normalisation, output tensors, labels file) that is missing."""
+    if len(meta) < 8 or not metadata_schema.ModelMetadata.ModelMetadataBufferHasIdentifier(
+            meta, 0):
         raise MetadataError("metadata buffer is not a TFLite ModelMetadata (M001)")
-    root = _root(meta)
-    out = {"name": root.string(0), "description": root.string(1), "version": root.string(2),
-           "author": root.string(4), "license": root.string(5)}
-    subgraphs = root.tables(3)
-    if not subgraphs:
-        return out
-    inputs, outputs = subgraphs[0].tables(2), subgraphs[0].tables(3)
-    if inputs:
-        for unit in inputs[0].tables(4):
-            if unit.scalar(0, nt.Uint8Flags) == _PROCESS_UNIT_NORMALIZATION:
-                norm = unit.table(1)
-                out["mean"], out["std"] = norm.floats(0), norm.floats(1)
-        content = inputs[0].table(3)
-        if content and content.scalar(0, nt.Uint8Flags) == _CONTENT_IMAGE_PROPERTIES:
-            size = content.table(1).table(1)
-            if size:
-                out["width"] = size.scalar(0, nt.Uint32Flags)
-                out["height"] = size.scalar(1, nt.Uint32Flags)
-    if outputs:
-        out["label_files"] = [f.string(0) for f in outputs[0].tables(6)
-                              if f.scalar(2, nt.Int8Flags) == _FILE_TENSOR_AXIS_LABELS]
-        out["outputs"] = tuple(o.string(0) for o in outputs)
-    return out
+    root = metadata_schema.ModelMetadataT.InitFromObj(
+        metadata_schema.ModelMetadata.GetRootAs(meta, 0))
+    subgraph = _first(root.subgraphMetadata, "subgraph metadata")
+    image = _first(subgraph.inputTensorMetadata, "input tensor metadata")
+    outputs = subgraph.outputTensorMetadata or []
+    probability = _first(outputs, "output tensor metadata")
+    width, height = _image_size(image)
+    mean, std = _normalisation(image)
+    label_files = [_text(f.name) for f in probability.associatedFiles or []
+                   if f.type == metadata_schema.AssociatedFileType.TENSOR_AXIS_LABELS]
+    if not label_files:
+        raise MetadataError("the metadata names no labels file (an associated file of type "
+                            "TENSOR_AXIS_LABELS on the first output)")
+    return {"name": _text(root.name), "description": _text(root.description),
+            "version": _text(root.version), "author": _text(root.author),
+            "license": _text(root.license), "width": width, "height": height,
+            "mean": mean, "std": std, "label_files": label_files,
+            "outputs": tuple(_text(o.name) for o in outputs)}
+
+
+def _read_packed(path: str, model: bytes, label_file: str) -> tuple[tuple, dict, dict]:
+    """(labels, hemalite.json, other files) from the zip appended to the model."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(model))
+    except zipfile.BadZipFile:
+        raise MetadataError(f"{path}: metadata names no packed files (labels missing)") from None
+    with archive:
+        names = set(archive.namelist())
+        if label_file not in names:
+            raise MetadataError(f"{path}: the label file named in the metadata is missing")
+        labels = tuple(line.strip() for line in
+                       archive.read(label_file).decode("utf-8").splitlines() if line.strip())
+        if SPEC_FILE not in names:
+            raise MetadataError(f"{path}: no {SPEC_FILE} packed in the model: its input resize "
+                                "filter is unknown (convert it with `hemalite convert`)")
+        spec = json.loads(archive.read(SPEC_FILE))
+        files = {n: archive.read(n) for n in sorted(names - {LABEL_FILE, SPEC_FILE})}
+    if not labels:
+        raise MetadataError(f"{path}: the label file is empty")
+    if "resample" not in spec:
+        raise MetadataError(f"{path}: {SPEC_FILE} has no 'resample' (the input resize filter)")
+    return labels, spec, files
 
 
 def read_model_info(path: str | os.PathLike) -> ModelInfo:
     """Read labels, input spec and description from a .tflite made by `hemalite convert`.
 
-    Raises MetadataError (one clear line) when the file has no metadata or no labels:
-    hemalite never guesses labels from a file name.
+    Raises MetadataError (one clear line) when the file has no metadata, no labels or a
+    missing field: hemalite never guesses labels from a file name, nor a size or filter.
     """
     path = os.fspath(path)
     with open(path, "rb") as fh:
@@ -287,47 +283,35 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     if meta is None:
         raise MetadataError(f"{path}: no TFLite metadata; convert it with `hemalite convert` "
                             "or add metadata with labels")
-    fields = parse_metadata(meta)
-    label_files = fields.get("label_files") or []
     try:
-        archive = zipfile.ZipFile(io.BytesIO(model))
-    except zipfile.BadZipFile:
-        raise MetadataError(f"{path}: metadata names no packed files (labels missing)") from None
-    with archive:
-        names = set(archive.namelist())
-        if not label_files or label_files[0] not in names:
-            raise MetadataError(f"{path}: the label file named in the metadata is missing")
-        labels = tuple(line.strip() for line in
-                       archive.read(label_files[0]).decode("utf-8").splitlines() if line.strip())
-        extra = json.loads(archive.read(SPEC_FILE)) if SPEC_FILE in names else {}
-        files = {n: archive.read(n) for n in sorted(names - {LABEL_FILE, SPEC_FILE})}
-    if not labels:
-        raise MetadataError(f"{path}: the label file is empty")
-    mean, std = fields.get("mean") or [NORM_MEAN], fields.get("std") or [NORM_STD]
-    spec = InputSpec(height=int(fields.get("height") or extra.get("height", 224)),
-                     width=int(fields.get("width") or extra.get("width", 224)),
-                     resample=extra.get("resample", "bilinear"))
+        fields = parse_metadata(meta)
+    except MetadataError as err:
+        raise MetadataError(f"{path}: {err}") from None
+    labels, extra, files = _read_packed(path, model, fields["label_files"][0])
+    spec = InputSpec(height=int(fields["height"]), width=int(fields["width"]),
+                     resample=extra["resample"])
     keep = {k: v for k, v in extra.items()
             if k not in ("height", "width", "resample", "mean", "std", "labels", "version")}
     return ModelInfo(labels=labels, spec=spec, name=fields["name"],
                      description=fields["description"], version=fields["version"],
                      author=fields["author"], license=fields["license"],
-                     mean=float(mean[0]), std=float(std[0]), extra=keep,
-                     outputs=fields.get("outputs") or ("probability",), files=files)
+                     mean=fields["mean"][0], std=fields["std"][0], extra=keep,
+                     outputs=fields["outputs"], files=files)
 
 
 def count_parameters(model: bytes) -> int:
     """Number of constant values (weights, biases) stored in a .tflite flatbuffer."""
-    root = _root(model)
-    buffers = root.tables(4)
+    root = tflite_schema().Model.GetRootAs(model, 0)
     total = 0
-    for subgraph in root.tables(2):
-        for tensor in subgraph.tables(0):  # Tensor {shape, type, buffer, name, ...}
-            index = tensor.scalar(2, nt.Uint32Flags)
-            if index and index < len(buffers) and (
-                    len(buffers[index].bytes_view(0)) or buffers[index].scalar(1, nt.Uint64Flags) > 1):
-                o = tensor._off(0)
-                shape = [tensor.t.Get(nt.Int32Flags, tensor.t.Vector(o) + 4 * i)
-                         for i in range(tensor.t.VectorLen(o))] if o else []
-                total += int(np.prod(shape)) if shape else 1
+    for s in range(root.SubgraphsLength()):
+        subgraph = root.Subgraphs(s)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            index = tensor.Buffer()
+            if not index or index >= root.BuffersLength():
+                continue
+            buffer = root.Buffers(index)
+            if buffer.DataLength() or buffer.Offset() > 1:
+                shape = tensor.ShapeAsNumpy() if tensor.ShapeLength() else []
+                total += int(np.prod(shape)) if len(shape) else 1
     return total

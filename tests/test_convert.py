@@ -90,6 +90,24 @@ print(json.dumps({{"labels": m.info.labels, "h": m.info.spec.height, "w": m.info
     assert info["calib"]["source"] == "training split"
 
 
+def test_converted_metadata_decodes_with_the_generated_reader(tiny_tflite):
+    """Every output is described, probability first with its labels; domain.json is packed."""
+    from hemalite.metadata import find_metadata_buffer
+    from hemalite.third_party import metadata_schema as schema
+
+    for path in tiny_tflite.values():
+        root = schema.ModelMetadata.GetRootAs(find_metadata_buffer(path.read_bytes()), 0)
+        subgraph = root.SubgraphMetadata(0)
+        outputs = [subgraph.OutputTensorMetadata(i)
+                   for i in range(subgraph.OutputTensorMetadataLength())]
+        assert [o.Name() for o in outputs] == [b"probability", b"domain", b"cam"]
+        labels = outputs[0].AssociatedFiles(0)
+        assert (labels.Name(), labels.Type()) == (b"labels.txt",
+                                                  schema.AssociatedFileType.TENSOR_AXIS_LABELS)
+        assert [root.AssociatedFiles(i).Name() for i in range(root.AssociatedFilesLength())] == [
+            b"hemalite.json", b"domain.json"]
+
+
 def test_representative_data_come_from_the_training_split_only(tiny_run):
     run = conv.load_run(tiny_run)
     cfg = conv.ConvertConfig(run_dir=str(tiny_run), calib_size=10_000)

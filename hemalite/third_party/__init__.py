@@ -1,0 +1,1 @@
+"""Code hemalite did not write: generated from other projects' schemas (see each header)."""
