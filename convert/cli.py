@@ -6,6 +6,7 @@ import sys
 import click
 
 from hemalite.cli import Command, setup_logging
+from hemalite.convert.convert import ConvertConfig  # the click defaults are its defaults
 
 
 @click.command("convert", cls=Command, epilog="A research and screening aid, not a diagnosis.")
@@ -17,18 +18,20 @@ from hemalite.cli import Command, setup_logging
 @click.option("--int8", "want", flag_value="int8", multiple=True,
               help="Full-integer int8 (weights and activations), calibrated.")
 @click.option("--all", "all_variants", is_flag=True, help="Every variant.")
-@click.option("--out", default="", help="Output folder  [default: RUN_DIR/tflite]")
-@click.option("--io", type=click.Choice(["uint8", "int8", "float32"]), default="uint8",
+@click.option("--out", default=ConvertConfig.out, help="Output folder  [default: RUN_DIR/tflite]")
+@click.option("--io", type=click.Choice(["uint8", "int8", "float32"]), default=ConvertConfig.io,
               show_default=True, help="int8 model's input/output type (uint8 = camera pixels).")
-@click.option("--calib-size", type=int, default=300, show_default=True,
+@click.option("--calib-size", type=int, default=ConvertConfig.calib_size, show_default=True,
               help="Representative images, stratified from the training split.")
-@click.option("--calib-dir", default="", help="Calibrate on images from this folder instead.")
-@click.option("--verify-split", type=click.Choice(["val", "test", "train"]), default="val",
-              show_default=True, help="Split the variants are checked on.")
-@click.option("--threshold", type=float, default=0.97, show_default=True,
+@click.option("--calib-dir", default=ConvertConfig.calib_dir,
+              help="Calibrate on images from this folder instead.")
+@click.option("--verify-split", type=click.Choice(["val", "test", "train"]),
+              default=ConvertConfig.verify_split, show_default=True,
+              help="Split the variants are checked on.")
+@click.option("--threshold", type=float, default=ConvertConfig.threshold, show_default=True,
               help="Fail when int8 top-1 agreement with Keras is below this.")
 @click.option("--force", is_flag=True, help="Keep the int8 file even below --threshold.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=ConvertConfig.seed, show_default=True)
 @click.option("--verbose", is_flag=True)
 def convert_command(run_dir, want, all_variants, verbose, **options):
     """Convert RUN_DIR/model.keras to .tflite with embedded metadata, then verify.
@@ -42,9 +45,9 @@ def convert_command(run_dir, want, all_variants, verbose, **options):
 
     with native_noise_filtered():  # TensorFlow's start-up lines
         import keras  # noqa: F401
-    from hemalite.convert.convert import VARIANTS, ConvertConfig, convert
+    from hemalite.convert.convert import convert
 
-    variants = VARIANTS if all_variants or not want else tuple(want)
+    variants = tuple(want) if want and not all_variants else ConvertConfig.variants
     cfg = ConvertConfig(run_dir=run_dir, variants=variants, **options)
     result = convert(cfg)
     calib = result["calibration"]

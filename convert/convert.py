@@ -43,7 +43,7 @@ class ConvertError(HemaliteError):
 class ConvertConfig:
     run_dir: str
     out: str = ""  # default: RUN_DIR/tflite
-    variants: tuple[str, ...] = ("int8",)
+    variants: tuple[str, ...] = VARIANTS  # as `hemalite convert` with no variant flag
     io: str = "uint8"  # int8 model's input/output type: uint8, int8 or float32
     calib_size: int = 300
     calib_dir: str = ""  # default: the run's training split

@@ -17,6 +17,7 @@ pytest.importorskip("tensorflow")
 from hemalite.convert import convert as conv  # noqa: E402
 from hemalite.edge.runtime import load_model  # noqa: E402
 from hemalite.train import data  # noqa: E402
+from tests.helpers import cli_defaults_differing  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +89,13 @@ print(json.dumps({{"labels": m.info.labels, "h": m.info.spec.height, "w": m.info
     assert "doi:10.34740/KAGGLE/DSV/2175623" in info["desc"] and "not a diagnosis" in info["desc"]
     assert info["tf"] is False
     assert info["calib"]["source"] == "training split"
+
+
+def test_convert_options_default_to_the_config():
+    from hemalite.convert.cli import convert_command
+
+    assert cli_defaults_differing(convert_command, conv.ConvertConfig) == {}
+    assert conv.ConvertConfig.variants == conv.VARIANTS  # no variant flag: every variant
 
 
 def test_converted_metadata_decodes_with_the_generated_reader(tiny_tflite):

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from hemalite.cli import main
 from tests.conftest import TINY_SIZE
+from tests.helpers import cli_defaults_differing
 
 keras = pytest.importorskip("keras")
 from hemalite.train import model as models  # noqa: E402
@@ -56,6 +57,13 @@ def test_local_imagenet_weights_load_at_another_input_size():
     backbone = models.build_backbone(96, 1.0, str(WEIGHTS))
     kernel = np.array(backbone.get_layer("Conv1").kernel)
     assert kernel.shape == (3, 3, 3, 32) and np.abs(kernel).max() > 0.1
+
+
+def test_train_options_default_to_the_config():
+    from hemalite.train.cli import train_command
+    from hemalite.train.fit import TrainConfig
+
+    assert cli_defaults_differing(train_command, TrainConfig) == {}
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):

@@ -4,46 +4,51 @@ from __future__ import annotations
 import click
 
 from hemalite.cli import Command, setup_logging
+from hemalite.train.fit import TrainConfig  # the click defaults are its defaults
 
 
 @click.command("train", cls=Command, epilog="A research and screening aid, not a diagnosis.")
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run directory for the model, manifests, config and metrics.")
-@click.option("--arch", type=click.Choice(["mobilenetv2", "cnn"]), default="mobilenetv2",
+@click.option("--arch", type=click.Choice(["mobilenetv2", "cnn"]), default=TrainConfig.arch,
               show_default=True, help="MobileNetV2 transfer learning, or the paper's 3-conv baseline.")
-@click.option("--weights", default="imagenet", show_default=True,
+@click.option("--weights", default=TrainConfig.weights, show_default=True,
               help="'imagenet' (Keras download), 'none', or a local .weights.h5 file made "
                    "for the same --alpha.")
-@click.option("--alpha", type=float, default=1.0, show_default=True,
+@click.option("--alpha", type=float, default=TrainConfig.alpha, show_default=True,
               help="MobileNetV2 width; pretrained weights must be for this width.")
-@click.option("--image-size", type=int, default=224, show_default=True, help="Input side in pixels.")
-@click.option("--epochs", type=int, default=50, show_default=True,
+@click.option("--image-size", type=int, default=TrainConfig.image_size, show_default=True,
+              help="Input side in pixels.")
+@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True,
               help="Max epochs of the head phase (single phase without pretrained weights).")
-@click.option("--fine-tune-epochs", type=int, default=7, show_default=True,
+@click.option("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs,
+              show_default=True,
               help="Max epochs fine-tuning the top of the backbone (0 to skip).")
-@click.option("--fine-tune-from", default="Conv1", show_default=True,
+@click.option("--fine-tune-from", default=TrainConfig.fine_tune_from, show_default=True,
               help="First backbone layer to unfreeze in fine-tuning (Conv1 = all of it).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
-@click.option("--fine-tune-learning-rate", type=float, default=1e-4, show_default=True)
-@click.option("--dropout", type=float, default=0.2, show_default=True)
-@click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience.")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True)
-@click.option("--test-fraction", type=float, default=0.1, show_default=True)
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
+@click.option("--learning-rate", type=float, default=TrainConfig.learning_rate, show_default=True)
+@click.option("--fine-tune-learning-rate", type=float, default=TrainConfig.fine_tune_learning_rate,
+              show_default=True)
+@click.option("--dropout", type=float, default=TrainConfig.dropout, show_default=True)
+@click.option("--patience", type=int, default=TrainConfig.patience, show_default=True,
+              help="Early-stopping patience.")
+@click.option("--val-fraction", type=float, default=TrainConfig.val_fraction, show_default=True)
+@click.option("--test-fraction", type=float, default=TrainConfig.test_fraction, show_default=True)
+@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
 @click.option("--distribute", type=click.Choice(["none", "mirrored", "multiworker"]),
-              default="none", show_default=True,
+              default=TrainConfig.distribute, show_default=True,
               help="tf.distribute: mirrored = all local GPUs (else CPUs), multiworker = TF_CONFIG.")
-@click.option("--augment/--no-augment", default=True, show_default=True,
+@click.option("--augment/--no-augment", default=TrainConfig.augment, show_default=True,
               help="Rotation, flips, contrast and Gaussian noise while fine-tuning.")
-@click.option("--ground/--no-ground", default=True, show_default=True,
+@click.option("--ground/--no-ground", default=TrainConfig.ground, show_default=True,
               help="Inside the model, set everything outside the leukocyte stain mask to one "
                    "grey, so the decision comes from the cells and not the slide background.")
-@click.option("--acquisition/--no-acquisition", default=True, show_default=True,
+@click.option("--acquisition/--no-acquisition", default=TrainConfig.acquisition, show_default=True,
               help="While fine-tuning, also vary lamp brightness, contrast, stain hue, "
                    "saturation, focus, JPEG quality and magnification (another lab's microscope).")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=TrainConfig.progress, show_default=True)
 @click.option("--force", is_flag=True,
               help="Delete what an earlier run left in --out (model, splits, tflite/...) and "
                    "train afresh.")
@@ -58,7 +63,7 @@ def train_command(data_dir, out, verbose, **options):
     """
     setup_logging(verbose)
     from hemalite.files import native_noise_filtered
-    from hemalite.train.fit import TrainConfig, train
+    from hemalite.train.fit import train
 
     with native_noise_filtered():  # TensorFlow's start-up lines (twice: two libraries)
         import keras  # noqa: F401
