@@ -56,46 +56,72 @@ def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[s
     """
     from tqdm import tqdm
 
-    from hemalite.benchmarks import audit as audits
     from hemalite.benchmarks import measure
 
-    sets = audits.shifted_sets(x) if audit else None
-    ood_images = None
-    if audit:
-        from hemalite.benchmarks import ood
-        from hemalite.metadata import read_model_info
-
-        spec = read_model_info(next(m for m in models if m.endswith(".tflite"))).spec
-        malignant = tuple(i for i, name in enumerate(labels) if name.lower() != "benign")
-        healthy = x[~np.isin(y, malignant)] if len(malignant) < len(labels) else None
-        ood_images = ood.ood_sets(x, spec, healthy=healthy)
-
+    audit_sets = _audit_sets(models, x, y, labels) if audit else None
     rows, probs = [], {}
     steps = tqdm(total=len(models), desc="benchmarking", unit="model", disable=not progress)
     for path in sorted(models, key=lambda p: ORDER.index(variant_of(p))
                        if variant_of(p) in ORDER else 99):
-        variant = variant_of(path)
-        steps.set_postfix_str(variant)
-        row = {"variant": variant, "path": os.path.basename(path),
-               "kind": "keras" if path.endswith(".keras") else "tflite"}
-        if row["kind"] == "keras":
-            probs[variant], params = measure.keras_probabilities(path, x)
-            row.update(bytes=os.path.getsize(path), params=params)
-        else:
-            row.update(measure.size(path))
-            row["latency"] = {str(t): measure.invoke_latency(path, t, runs, warmup, x[0])
-                              for t in threads}
-            row["end_to_end"] = measure.end_to_end(path, files, max(threads))
-            row["start"] = measure.cold_start(path, files[0], max(threads))
-            probs[variant] = measure.tflite_probabilities(path, x, max(threads))
-            if sets is not None:
-                row["audit"] = audits.audit_model(path, sets, y, max(threads))
-                row["domain"] = ood.evaluate_domain(path, x, y, ood_images, malignant,
-                                                    max(threads))
-        row["accuracy"] = classification_metrics(y, probs[variant], labels)
+        steps.set_postfix_str(variant_of(path))
+        row, probs[variant_of(path)] = _measure_model(path, x, y, files, labels, threads,
+                                                      runs, warmup, audit_sets)
         rows.append(row)
         steps.update()
     steps.close()
+    _compare_with_float(rows, probs)
+    return {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(
+                timespec="seconds"),
+            "machine": measure.machine_info(),
+            "data": {"source": source, "images": int(len(y)), "labels": list(labels)},
+            "settings": {"runs": runs, "warmup": warmup, "threads": list(threads)},
+            "models": rows}
+
+
+def _audit_sets(models: list[str], x: np.ndarray, y: np.ndarray, labels) -> dict:
+    """The audit's images, made once for every model: shifted copies, out-of-domain
+    material (with the healthy class's cells seen closer up), and which classes count as
+    malignant."""
+    from hemalite.benchmarks import audit, ood
+    from hemalite.metadata import read_model_info
+
+    spec = read_model_info(next(m for m in models if m.endswith(".tflite"))).spec
+    malignant = tuple(i for i, name in enumerate(labels) if name.lower() != "benign")
+    healthy = x[~np.isin(y, malignant)] if len(malignant) < len(labels) else None
+    return {"shifted": audit.shifted_sets(x), "ood": ood.ood_sets(x, spec, healthy=healthy),
+            "malignant": malignant}
+
+
+def _measure_model(path: str, x: np.ndarray, y: np.ndarray, files: list[str], labels, threads,
+                   runs: int, warmup: int, audit_sets: dict | None) -> tuple[dict, np.ndarray]:
+    """(report row, probabilities) of one .keras or .tflite model."""
+    from hemalite.benchmarks import audit, measure, ood
+
+    variant = variant_of(path)
+    row = {"variant": variant, "path": os.path.basename(path),
+           "kind": "keras" if path.endswith(".keras") else "tflite"}
+    if row["kind"] == "keras":
+        probs, params = measure.keras_probabilities(path, x)
+        row.update(bytes=os.path.getsize(path), params=params)
+    else:
+        row.update(measure.size(path))
+        row["latency"] = {str(t): measure.invoke_latency(path, t, runs, warmup, x[0])
+                          for t in threads}
+        row["end_to_end"] = measure.end_to_end(path, files, max(threads))
+        row["start"] = measure.cold_start(path, files[0], max(threads))
+        probs = measure.tflite_probabilities(path, x, max(threads))
+        if audit_sets is not None:
+            row["audit"] = audit.audit_model(path, audit_sets["shifted"], y, max(threads))
+            row["domain"] = ood.evaluate_domain(path, x, y, audit_sets["ood"],
+                                                audit_sets["malignant"], max(threads))
+    row["accuracy"] = classification_metrics(y, probs, labels)
+    return row, probs
+
+
+def _compare_with_float(rows: list[dict], probs: dict) -> None:
+    """Add each row's drop versus the float32 .tflite (else Keras) and its size ratio."""
+    from hemalite.benchmarks import measure
+
     ref = "float32" if "float32" in probs else ("keras" if "keras" in probs else None)
     by_variant = {r["variant"]: r for r in rows}
     for r in rows:
@@ -105,12 +131,6 @@ def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[s
             r["vs_float"]["reference"] = ref
         f32 = by_variant.get("float32")
         r["size_ratio"] = r["bytes"] / f32["bytes"] if f32 and r["kind"] == "tflite" else None
-    return {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(
-                timespec="seconds"),
-            "machine": measure.machine_info(),
-            "data": {"source": source, "images": int(len(y)), "labels": list(labels)},
-            "settings": {"runs": runs, "warmup": warmup, "threads": list(threads)},
-            "models": rows}
 
 
 def _fmt(v, spec=".2f", none="-"):

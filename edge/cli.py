@@ -4,19 +4,16 @@ The pipeline reads: frames() -> classify() -> overlay(). No TensorFlow is import
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
-import time
 
 import click
 
 from hemalite import DISCLAIMER, __version__
 from hemalite.cli import Command, setup_logging
-from hemalite.contract import IMAGE_EXTENSIONS, preprocess
-from hemalite.edge import classify as clf
-from hemalite.edge import runtime, sources
+from hemalite.contract import IMAGE_EXTENSIONS
+from hemalite.edge import classify, live, runtime, sources
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +98,7 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
       edge-classify --video slide_scan.mp4 --headless --save-dir frames/
     """
     setup_logging(verbose)
-    given = [name for name, on in (("PATHS", paths), ("--manifest", manifest),
-                                   ("--camera", camera is not None), ("--picamera", picamera),
-                                   ("--video", video)) if on]
-    live = camera is not None or picamera or video
-    if live and len(given) > 1:
-        raise click.UsageError(f"{' and '.join(given)} given: choose one source (files and "
-                               "--manifest combine; a camera or a video runs alone)")
-    inputs = list(sources.find_images(list(paths)))  # (path, root): the root sets the truth
-    if manifest:
-        inputs += [(path, data_root) for path in sources.manifest_paths(manifest, data_root)]
-    if not paths and not manifest and not live:
-        raise click.UsageError("give image paths, --manifest, --camera, --picamera or --video")
+    inputs, streaming = _inputs(paths, manifest, data_root, camera, picamera, video)
     model = runtime.load_model(model_path or runtime.default_model_path(), num_threads,
                                runtime_name)
     if top_k > len(model.info.labels):
@@ -123,14 +109,14 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
                    f"{model.info.spec.width}x{model.info.spec.height}); runtime "
                    f"{model.runtime} {model.runtime_version}, {model.num_threads} threads",
                    err=True)
-    checks = clf.Checks(_floor(model, min_confidence, verbose), domain_check, heatmap_dir)
+    checks = classify.Checks(_floor(model, min_confidence, verbose), domain_check, heatmap_dir)
     if domain_check and model.domain is None:
         click.echo(f"note: {os.path.basename(model.path)} carries no domain check; only "
                    "--min-confidence can REFER", err=True)
-    summary = clf.Summary(model.info.labels)
-    writer = clf.ResultWriter(csv_path, jsonl_path)
+    summary = classify.Summary(model.info.labels)
+    writer = classify.ResultWriter(csv_path, jsonl_path)
     try:
-        if live:
+        if streaming:
             code = _run_frames(model, summary, writer, camera, picamera, video, top_k,
                                checks, headless, save_dir, every, max_frames, quiet)
         else:
@@ -144,6 +130,24 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
     if summary.n:  # an empty run has had its one error line
         click.echo(summary.text())
     sys.exit(code)
+
+
+def _inputs(paths, manifest, data_root, camera, picamera, video) -> tuple[list, bool]:
+    """([(path, root)], streaming): the files to classify (the root sets the truth), and whether
+    a camera or video is the source instead; a UsageError for no or clashing sources."""
+    given = [name for name, on in (("PATHS", paths), ("--manifest", manifest),
+                                   ("--camera", camera is not None), ("--picamera", picamera),
+                                   ("--video", video)) if on]
+    streaming = bool(camera is not None or picamera or video)
+    if streaming and len(given) > 1:
+        raise click.UsageError(f"{' and '.join(given)} given: choose one source (files and "
+                               "--manifest combine; a camera or a video runs alone)")
+    inputs = list(sources.find_images(list(paths)))
+    if manifest:
+        inputs += [(path, data_root) for path in sources.manifest_paths(manifest, data_root)]
+    if not paths and not manifest and not streaming:
+        raise click.UsageError("give image paths, --manifest, --camera, --picamera or --video")
+    return inputs, streaming
 
 
 def _floor(model, value: str | float, verbose: bool) -> float:
@@ -169,7 +173,7 @@ def _run_files(model, summary, writer, inputs, top_k, checks, workers, strict, q
     progress = tqdm(total=len(inputs), unit="img", desc="classifying", leave=False,
                     disable=None if quiet or not sys.stdout.isatty() else True)
     with progress:
-        for result in clf.classify_paths(model, inputs, summary, top_k, checks, workers):
+        for result in classify.classify_paths(model, inputs, summary, top_k, checks, workers):
             writer.write(result)
             progress.update()
             if result.error:
@@ -182,78 +186,28 @@ def _run_files(model, summary, writer, inputs, top_k, checks, workers, strict, q
     return 1 if summary.failed else 0
 
 
-def _frame_source(camera, picamera, video) -> str:
-    """How frames are named in the results: the video file, the camera, or picamera."""
-    return "picamera" if picamera else (video if video else f"camera {camera}")
-
-
-def _frames(camera, picamera, video):
-    if picamera:
-        return sources.picamera_frames()
-    if video:
-        return sources.opencv_frames(video, live=False)
-    return sources.opencv_frames(sources.parse_camera(camera), live=True)
-
-
 def _run_frames(model, summary, writer, camera, picamera, video, top_k, checks,
                 headless, save_dir, every, max_frames, quiet=False):
-    window = not headless and sources.has_display()
-    if save_dir:
-        os.makedirs(save_dir, exist_ok=True)
-    name = _frame_source(camera, picamera, video)
-    video_fps = sources.video_fps(video) if video else None
-    start, index = time.perf_counter(), 0
+    """The camera/video loop (hemalite.edge.live), with its lines and exit code."""
+    display = live.Display(window=not headless and sources.has_display(), save_dir=save_dir,
+                           every=every, max_frames=max_frames)
+    frames = live.classify_frames(
+        model, live.open_frames(camera, picamera, video),
+        live.frame_source(camera, picamera, video), summary, top_k, checks, display,
+        sources.video_fps(video) if video else None)
+    index = 0
     try:
-        for index, frame in enumerate(_frames(camera, picamera, video), start=1):
-            pixels = preprocess(frame, model.info.spec)
-            live_checks = dataclasses.replace(checks, heatmap_dir=None)  # no file per frame
-            result = clf.classify(model, pixels, summary, top_k, live_checks,
-                                  f"{name} frame {index}")
-            # time: the frame's position in the video, or seconds since the camera started
-            at = (index - 1) / video_fps if video_fps else time.perf_counter() - start
-            result.time_s = round(at, 3)
-            summary.add(result)
-            summary.wall_s = time.perf_counter() - start
-            writer.write(result)
-            if index == 1 and not headless and not window:
+        for frame in frames:
+            index = frame.index
+            writer.write(frame.result)
+            if index == 1 and not headless and not display.window:
                 click.echo("no display can be opened: running headless", err=True)
-            fps = index / summary.wall_s
-            report = index % every == 0 or index == 1
-            if report and not quiet:
-                click.echo(result.line() + f"\t{fps:.1f} FPS")
-            if window or (report and save_dir):  # draw the overlay once, only when used
-                text = (f"REFER {result.reason} ({result.guess} {result.probability:.2f})"
-                        if result.reason else f"{result.label} {result.probability:.2f}")
-                shown = frame
-                if checks.heatmap_dir is not None:  # live heatmap: the middle panel
-                    shown = _live_heatmap(model, frame, pixels)
-                annotated = sources.overlay(shown, text, fps)
-                if report and save_dir:
-                    sources.save_frame(annotated, os.path.join(save_dir, f"frame_{index:06d}.jpg"))
-                if window and not sources.show(annotated):
-                    break
-            if max_frames and index >= max_frames:
-                break
+            if frame.report and not quiet:
+                click.echo(frame.result.line() + f"\t{frame.fps:.1f} FPS")
     except sources.SourceError as err:
         click.echo(f"error: {err}", err=True)
         return 1
-    finally:
-        if window:
-            sources.close_windows()
     if index == 0:
         click.echo("error: the source delivered no frames", err=True)
         return 1
     return 0
-
-
-def _live_heatmap(model, frame, pixels):
-    """The frame with the predicted class's heatmap blended over it (the last invoke's)."""
-    from hemalite.edge.assess import heatmap_panel, read_cam, visible_mask
-
-    cam = read_cam(model, len(model.info.labels))
-    if cam is None:
-        return frame
-    label = int(model.get_scores().argmax())
-    width = frame.shape[1]
-    panel = heatmap_panel(frame, pixels, cam, label, visible=visible_mask(model, pixels))
-    return panel[:, width:2 * width]

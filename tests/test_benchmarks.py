@@ -201,7 +201,7 @@ edge_bench_command([{str(TINY_INT8)!r}, {str(TINY_INT8.with_name('tiny_float32.t
 
 
 def test_bench_measures_images_in_nested_class_folders(tiny_int8, tmp_path):
-    from hemalite.benchmarks.cli import load_images
+    from hemalite.benchmarks.inputs import load_images
     from tests.conftest import make_dataset, nest
 
     data = nest(make_dataset(tmp_path / "data", per_class=6, size=40))
@@ -217,7 +217,7 @@ def test_bench_measures_images_in_nested_class_folders(tiny_int8, tmp_path):
 
 
 def test_bench_says_when_images_have_no_class_folder(tiny_int8, tmp_path, capsys):
-    from hemalite.benchmarks.cli import load_images
+    from hemalite.benchmarks.inputs import load_images
     from tests.conftest import make_dataset
 
     data = make_dataset(tmp_path / "data", per_class=2, size=40)

@@ -270,6 +270,7 @@ def train(cfg: TrainConfig, extra_callbacks=()) -> dict:
 
 
 def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
+    """The recipe on one worker: load, build, the head, fine-tuning, evaluation."""
     import keras
 
     from hemalite.train import model as models
@@ -278,30 +279,8 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     splits, labels, summary = prepare_splits(cfg)
     log.info("split: %s", {k: v for k, v in summary.items() if k != "skipped"})
-    pixels = {}
-    for name in data.SPLITS:
-        x, y, failures = data.load_pixels(cfg.data_dir, splits[name], cfg.spec, cfg.progress)
-        summary["skipped"] += failures
-        pixels[name] = (x, y)
-    for line in summary["skipped"]:
-        log.warning("skipped %s", line)
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (pixels[s] for s in data.SPLITS)
-    if len(x_va) == 0 or len(x_tr) == 0:
-        raise data.DatasetError("too few images to split into train and validation")
-    weights = class_weights(y_tr, len(labels))
-    verbose = 1 if cfg.progress else 0
-    history: dict = {}
-    pretrained = cfg.arch == "mobilenetv2" and cfg.weights.lower() != "none"
-
-    with strategy.scope():
-        if cfg.arch == "cnn":
-            model, backbone, head = models.build_cnn(len(labels), cfg.image_size,
-                                                       ground=cfg.ground), None, None
-        elif cfg.arch == "mobilenetv2":
-            model, backbone, head = models.build_mobilenet(
-                len(labels), cfg.image_size, cfg.alpha, cfg.weights, cfg.dropout, cfg.ground)
-        else:
-            raise ValueError(f"unknown --arch {cfg.arch!r} (mobilenetv2, cnn)")
+    pixels = _load_splits(cfg, splits, summary)
+    model, backbone, head = _build(cfg, len(labels), strategy)
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:  # else each replica's BatchNorm statistics drift
         models.synchronise_batchnorm(model)
@@ -312,67 +291,126 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     eval_batch = {s: multiworker.eval_batch_size(len(pixels[s][0]), cfg.batch_size, replicas)
                   for s in data.SPLITS}
     write_run_start(cfg, run, splits, labels)
-
+    weights = class_weights(pixels["train"][1], len(labels))
+    history: dict = {}
+    pretrained = cfg.arch == "mobilenetv2" and cfg.weights.lower() != "none"
     if pretrained:
-        # Phase 1: the head on cached features of the frozen backbone.
-        head_path = run / "checkpoints" / "head.weights.h5"
-        head_history = run / "checkpoints" / "head_history.json"
-        if head_path.exists() and head_history.exists():
-            head.load_weights(head_path)
-            history["head"] = json.loads(head_history.read_text())
-            log.info("resuming: head weights from %s", head_path)
-        else:
-            extractor = models.feature_extractor(model)
-            feats = {s: extractor.predict(pixels[s][0].astype("float32"),
-                                          batch_size=eval_batch[s], verbose=verbose)
-                     for s in ("train", "val")}
-            with strategy.scope():
-                head.compile(keras.optimizers.Adam(cfg.learning_rate),
-                             "sparse_categorical_crossentropy", metrics=["accuracy"])
-            hist = head.fit(feats["train"], y_tr, validation_data=(feats["val"], y_va),
-                            epochs=cfg.epochs, batch_size=cfg.batch_size, class_weight=weights,
-                            callbacks=_callbacks(cfg, None), verbose=verbose)
-            history["head"] = _history(hist)
-            with atomic_path(head_path) as tmp:
-                head.save_weights(tmp)
-            write_json(head_history, history["head"])
-        # Phase 2: fine-tune the backbone (BatchNorm frozen) on augmented images.
+        history["head"] = _fit_head(cfg, run, model, head, pixels, eval_batch, weights,
+                                    strategy)
         models.set_fine_tuning(backbone, cfg.fine_tune_from)
         epochs, lr = cfg.fine_tune_epochs, cfg.fine_tune_learning_rate
     else:
         epochs, lr = cfg.epochs, cfg.learning_rate
-
     if epochs > 0:
-        with strategy.scope():
-            model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy",
-                          metrics=["accuracy"])
-        aug = augmenter(cfg.seed) if cfg.augment else None
-        train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.seed,
-                                 cfg.acquisition, drop_remainder=multiworker.leaves_replica_empty(
-                                     len(x_tr) % cfg.batch_size, replicas))
-        val_ds = image_dataset(x_va, y_va, eval_batch["val"], False, None, cfg.seed)
-        backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
-        if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
-            epoch_log.unlink()
-        epoch_log.parent.mkdir(parents=True, exist_ok=True)
-        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
-                  shuffle=False,  # the dataset shuffles itself
-                  callbacks=[*_callbacks(cfg, backup),
-                             keras.callbacks.CSVLogger(str(epoch_log), append=True),
-                             *extra_callbacks], verbose=verbose)
-        history["fine_tune" if pretrained else "train"] = _read_epoch_log(epoch_log)
-
+        history["fine_tune" if pretrained else "train"] = _fit_end_to_end(
+            cfg, run, model, pixels, eval_batch, weights, strategy, epochs, lr, extra_callbacks)
     save_keras(model, run / "model.keras")
     write_json(run / "history.json", history)
     result = {"split": summary, "seconds": round(time.time() - start, 1),
-              "replicas": replicas}
-    if len(x_te):
-        probs = model.predict(x_te.astype("float32"), batch_size=eval_batch["test"], verbose=0)
-        result["test"] = classification_metrics(y_te, probs, labels)
-        from hemalite.plots import plot_confusion
-        plot_confusion({"test split": np.asarray(result["test"]["confusion_matrix"])},
-                       labels, run / "confusion_matrix.png")
+              "replicas": replicas, **_evaluate(model, pixels["test"], labels,
+                                                eval_batch["test"], run)}
     write_json(run / "metrics.json", result)
     shutil.rmtree(run / "checkpoints", ignore_errors=True)  # finished: nothing to resume
     return result
 
+
+def _load_splits(cfg: TrainConfig, splits, summary: dict) -> dict:
+    """{split: (x, y)} through preprocess(); undecodable files join summary['skipped']."""
+    pixels = {}
+    for name in data.SPLITS:
+        x, y, failures = data.load_pixels(cfg.data_dir, splits[name], cfg.spec, cfg.progress)
+        summary["skipped"] += failures
+        pixels[name] = (x, y)
+    for line in summary["skipped"]:
+        log.warning("skipped %s", line)
+    if len(pixels["val"][0]) == 0 or len(pixels["train"][0]) == 0:
+        raise data.DatasetError("too few images to split into train and validation")
+    return pixels
+
+
+def _build(cfg: TrainConfig, num_classes: int, strategy):
+    """(model, backbone, head) under the strategy; backbone and head are None for the CNN."""
+    from hemalite.train import model as models
+
+    with strategy.scope():
+        if cfg.arch == "cnn":
+            return models.build_cnn(num_classes, cfg.image_size, ground=cfg.ground), None, None
+        if cfg.arch == "mobilenetv2":
+            return models.build_mobilenet(num_classes, cfg.image_size, cfg.alpha, cfg.weights,
+                                          cfg.dropout, cfg.ground)
+    raise ValueError(f"unknown --arch {cfg.arch!r} (mobilenetv2, cnn)")
+
+
+def _fit_head(cfg: TrainConfig, run: Path, model, head, pixels: dict, eval_batch: dict,
+              weights: dict, strategy) -> dict:
+    """Phase 1: the head on cached features of the frozen backbone; its history.
+
+    Checkpointed as a whole (head weights and history): a resumed run skips it."""
+    import keras
+
+    from hemalite.train.model import feature_extractor
+
+    head_path = run / "checkpoints" / "head.weights.h5"
+    head_history = run / "checkpoints" / "head_history.json"
+    if head_path.exists() and head_history.exists():
+        head.load_weights(head_path)
+        log.info("resuming: head weights from %s", head_path)
+        return json.loads(head_history.read_text())
+    verbose = 1 if cfg.progress else 0
+    extractor = feature_extractor(model)
+    feats = {s: extractor.predict(pixels[s][0].astype("float32"), batch_size=eval_batch[s],
+                                  verbose=verbose)
+             for s in ("train", "val")}
+    with strategy.scope():
+        head.compile(keras.optimizers.Adam(cfg.learning_rate),
+                     "sparse_categorical_crossentropy", metrics=["accuracy"])
+    hist = head.fit(feats["train"], pixels["train"][1],
+                    validation_data=(feats["val"], pixels["val"][1]), epochs=cfg.epochs,
+                    batch_size=cfg.batch_size, class_weight=weights,
+                    callbacks=_callbacks(cfg, None), verbose=verbose)
+    history = _history(hist)
+    with atomic_path(head_path) as tmp:
+        head.save_weights(tmp)
+    write_json(head_history, history)
+    return history
+
+
+def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch: dict,
+                    weights: dict, strategy, epochs: int, lr: float, extra_callbacks) -> dict:
+    """Phase 2 (or the single phase): the whole model on augmented images, resumable after
+    an interruption (BackupAndRestore); its history, read from the per-epoch CSV log."""
+    import keras
+
+    with strategy.scope():
+        model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    (x_tr, y_tr), (x_va, y_va) = pixels["train"], pixels["val"]
+    aug = augmenter(cfg.seed) if cfg.augment else None
+    train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.seed,
+                             cfg.acquisition, drop_remainder=multiworker.leaves_replica_empty(
+                                 len(x_tr) % cfg.batch_size, strategy.num_replicas_in_sync))
+    val_ds = image_dataset(x_va, y_va, eval_batch["val"], False, None, cfg.seed)
+    backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
+    if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
+        epoch_log.unlink()
+    epoch_log.parent.mkdir(parents=True, exist_ok=True)
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
+              shuffle=False,  # the dataset shuffles itself
+              callbacks=[*_callbacks(cfg, backup),
+                         keras.callbacks.CSVLogger(str(epoch_log), append=True),
+                         *extra_callbacks], verbose=1 if cfg.progress else 0)
+    return _read_epoch_log(epoch_log)
+
+
+def _evaluate(model, test: tuple, labels, batch_size: int, run: Path) -> dict:
+    """{'test': metrics} on the test split and its confusion_matrix.png ({} when empty)."""
+    x_te, y_te = test
+    if not len(x_te):
+        return {}
+    probs = model.predict(x_te.astype("float32"), batch_size=batch_size, verbose=0)
+    metrics = classification_metrics(y_te, probs, labels)
+    from hemalite.plots import plot_confusion
+
+    plot_confusion({"test split": np.asarray(metrics["confusion_matrix"])}, labels,
+                   run / "confusion_matrix.png")
+    return {"test": metrics}
