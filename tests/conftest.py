@@ -1,10 +1,12 @@
-"""Shared fixtures: tiny generated class-folder datasets and tiny real models.
+"""Shared fixtures: tiny generated class-folder datasets and tiny real models (the helpers
+they are made with live in tests/helpers.py).
 
 The edge tests use tests/data/tiny_int8.tflite, committed, so that they run on an
 edge-only install with no TensorFlow (`make test-edge`; `make tiny-models` remakes it).
 The train, convert and bench tests train a real MobileNetV2 (alpha 0.35, random init,
 32 px) through the real `train()` once per session and convert it to every variant; they
-skip, with the reason, where TensorFlow is not installed.
+skip, with the reason, where TensorFlow is not installed: every test that needs it carries
+the `tensorflow` marker.
 
 `pytest --runtime NAME` runs every test with that TFLite runtime (HEMALITE_RUNTIME, so child
 processes use it too) and fails at once when it is not installed.
@@ -14,19 +16,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers import HAS_TENSORFLOW, NEEDS_TENSORFLOW, TINY_INT8, TINY_SIZE, make_dataset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SHARED_DATA = SHARED / "data" / "all4"
-IMAGENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5"
-COLOURS = {"blue": (40, 60, 200), "green": (40, 190, 60), "red": (210, 40, 40)}
-TINY_SIZE = 32
-TINY_INT8 = Path(__file__).resolve().parent / "data" / "tiny_int8.tflite"
-NEEDS_TENSORFLOW = "needs TensorFlow (pip install '.[train]'); the edge tests do not"
 
 
 def pytest_addoption(parser):
@@ -47,29 +41,14 @@ def pytest_configure(config):
         os.environ["HEMALITE_RUNTIME"] = name
 
 
-def make_dataset(root: Path, per_class: int = 16, size: int = 48, seed: int = 0,
-                 colours=COLOURS) -> Path:
-    """root/<colour>/img_NNN.png: a solid colour plus Gaussian noise, per class."""
-    rng = np.random.default_rng(seed)
-    for name, rgb in colours.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = np.clip(np.array(rgb) + rng.normal(0, 18, (size, size, 3)), 0, 255)
-            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"img_{i:03d}.png")
-    return root
-
-
-def nest(root: Path, subfolders=("sub one", "sub one/deep")) -> Path:
-    """Move images of every class folder deeper: root/<class>/sub one/deep/img.png.
-
-    The first image of each class stays where it is, the others go round the sub-folders.
-    """
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for i, image in enumerate(sorted(class_dir.glob("*.png"))[1:]):
-            target = class_dir / subfolders[i % len(subfolders)]
-            target.mkdir(parents=True, exist_ok=True)
-            image.rename(target / image.name)
-    return root
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked `tensorflow`, with the reason, where TensorFlow is missing."""
+    if HAS_TENSORFLOW:
+        return
+    skip = pytest.mark.skip(reason=NEEDS_TENSORFLOW)
+    for item in items:
+        if item.get_closest_marker("tensorflow"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -112,10 +91,3 @@ def tiny_tflite(tiny_run) -> dict[str, Path]:
     result = convert(ConvertConfig(run_dir=str(tiny_run), variants=VARIANTS, calib_size=32,
                                    threshold=0.0))
     return result["paths"]
-
-
-def real_images(per_class: int = 2) -> list[Path]:
-    """A few real smear images from ../shared (skip the test when the data is absent)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data/all4 not present")
-    return [p for d in sorted(SHARED_DATA.iterdir()) for p in sorted(d.iterdir())[:per_class]]

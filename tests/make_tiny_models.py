@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.conftest import TINY_SIZE, make_dataset
+from tests.helpers import TINY_SIZE, make_dataset
 
 DATA = Path(__file__).resolve().parent / "data"
 # A MobileNetV2 (the bundled model's graph) narrowed to alpha 0.1 so the files stay small

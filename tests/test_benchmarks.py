@@ -15,7 +15,7 @@ from hemalite.benchmarks import measure
 from hemalite.cli import main
 from hemalite.benchmarks.report import machine_line
 from hemalite.metrics import classification_metrics, expected_calibration_error
-from tests.conftest import TINY_INT8, make_dataset
+from tests.helpers import TINY_INT8, make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def test_metrics_match_counts_done_by_hand():
 
 
 @pytest.fixture(scope="module")
-def report(tiny_run, tiny_tflite, tmp_path_factory):
+def report(tiny_run, tiny_tflite, tmp_path_factory):  # tiny_tflite: the run's tflite/ made
     out = tmp_path_factory.mktemp("bench")
     result = CliRunner().invoke(main, ["bench", str(tiny_run), "--out", str(out), "--runs", "20",
                                        "--warmup", "2", "--threads", "1,2", "--no-progress"])
@@ -98,6 +98,7 @@ def report(tiny_run, tiny_tflite, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_report_schema_and_files(report):
     out, rep = report
     assert rep["schema"] == "hemalite.bench/1"
@@ -112,6 +113,7 @@ def test_report_schema_and_files(report):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_report_figures_are_sane(report, tiny_run, tiny_tflite):
     _, rep = report
     from hemalite.edge.runtime import load_model
@@ -149,6 +151,7 @@ def test_report_figures_are_sane(report, tiny_run, tiny_tflite):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_merge_two_reports(report, tmp_path):
     out, rep = report
     other = dict(rep, machine=dict(rep["machine"], cpu="Raspberry Pi 5", architecture="aarch64"))
@@ -170,6 +173,7 @@ def test_merge_two_reports(report, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_confusion_plot_is_named_for_what_it_shows(report, tmp_path):
     from hemalite.benchmarks import plots
 
@@ -202,7 +206,7 @@ edge_bench_command([{str(TINY_INT8)!r}, {str(TINY_INT8.with_name('tiny_float32.t
 
 def test_bench_measures_images_in_nested_class_folders(tiny_int8, tmp_path):
     from hemalite.benchmarks.inputs import load_images
-    from tests.conftest import make_dataset, nest
+    from tests.helpers import make_dataset, nest
 
     data = nest(make_dataset(tmp_path / "data", per_class=6, size=40))
     models = [str(tiny_int8)]
@@ -218,7 +222,7 @@ def test_bench_measures_images_in_nested_class_folders(tiny_int8, tmp_path):
 
 def test_bench_says_when_images_have_no_class_folder(tiny_int8, tmp_path, capsys):
     from hemalite.benchmarks.inputs import load_images
-    from tests.conftest import make_dataset
+    from tests.helpers import make_dataset
 
     data = make_dataset(tmp_path / "data", per_class=2, size=40)
     (data / "loose.png").write_bytes((data / "red" / "img_000.png").read_bytes())
@@ -234,7 +238,7 @@ def test_bench_says_when_images_have_no_class_folder(tiny_int8, tmp_path, capsys
 def test_edge_bench_refuses_bad_numbers_with_the_option_name(tiny_int8, tmp_path, args,
                                                             option):
     from hemalite.benchmarks.cli import edge_bench_command
-    from tests.conftest import make_dataset
+    from tests.helpers import make_dataset
 
     data = make_dataset(tmp_path / "data", per_class=2, size=40)
     result = CliRunner().invoke(edge_bench_command, [

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from hemalite import cells, shifts
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 # Leukocytes counted by eye on these images (touching cells would merge into one blob, so
 # these were chosen with the cells apart; platelets and specks are not counted).

@@ -8,40 +8,9 @@ import pytest
 from PIL import Image
 
 from hemalite.contract import ImageError, InputSpec, load_image, preprocess
+from tests.helpers import bad_files, unusual_images
 
 SPEC = InputSpec(32, 32)
-
-
-def unusual_images(folder) -> dict[str, tuple]:
-    """Valid but unusual files -> the RGB colour expected at their centre."""
-    folder.mkdir(parents=True, exist_ok=True)
-    red = Image.new("RGB", (40, 30), (200, 30, 30))
-    made = {}
-
-    def keep(name, image, colour, **kw):
-        image.save(folder / name, **kw)
-        made[name] = colour
-
-    keep("cmyk.jpg", red.convert("CMYK"), (200, 30, 30), quality=95)
-    keep("gray.png", Image.new("L", (40, 30), 120), (120, 120, 120))
-    rgba = Image.new("RGBA", (40, 30), (200, 30, 30, 255))
-    keep("rgba.png", rgba, (200, 30, 30))
-    keep("palette.gif", red.convert("P", palette=Image.Palette.ADAPTIVE), (200, 30, 30))
-    sixteen = Image.fromarray(np.full((30, 40), 65535 // 2, dtype=np.uint16))
-    keep("deep16.png", sixteen, (127, 127, 127))
-    keep("plain.bmp", red, (200, 30, 30))
-    keep("plain.tiff", red, (200, 30, 30))
-    keep("plain.webp", red, (200, 30, 30), lossless=True)
-    keep("progressive.jpg", red, (200, 30, 30), progressive=True, quality=95)
-    keep("UPPER.JPG", red, (200, 30, 30), quality=95)
-    frames = [Image.new("RGB", (40, 30), c).convert("P", palette=Image.Palette.ADAPTIVE)
-              for c in ((200, 30, 30), (30, 30, 200))]
-    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
-    made["animated.gif"] = (200, 30, 30)
-    keep("tiny.png", Image.new("RGB", (3, 2), (200, 30, 30)), (200, 30, 30))
-    keep("large.jpg", Image.new("RGB", (4000, 3000), (200, 30, 30)), (200, 30, 30),
-         quality=90)
-    return made
 
 
 def test_unusual_images_become_rgb_uint8_of_the_right_colour(tmp_path):
@@ -60,24 +29,6 @@ def test_exif_rotation_is_honoured(tmp_path):
     pixels = load_image(tmp_path / "rotated.jpg")
     assert pixels.shape == (60, 20, 3)  # portrait once rotated
     assert pixels[2, 10, 0] > 200 and pixels[2, 10, 1] < 60  # the red strip is now on top
-
-
-def bad_files(folder) -> dict[str, str]:
-    """Bad inputs named like images -> a word their error message must contain."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "empty.jpg").write_bytes(b"")
-    good = folder / "_good.jpg"
-    Image.new("RGB", (64, 64), (1, 2, 3)).save(good)
-    (folder / "truncated.jpg").write_bytes(good.read_bytes()[:200])
-    good.unlink()
-    (folder / "text.png").write_bytes(b"this is not an image at all\n" * 10)
-    Image.new("1", (12000, 12000)).save(folder / "bomb.png")
-    os.symlink(folder / "nowhere.jpg", folder / "broken.jpg")
-    (folder / "folder.jpg").mkdir()
-    os.mkfifo(folder / "fifo.jpg")
-    return {"empty.jpg": "empty", "truncated.jpg": "decode", "text.png": "decode",
-            "bomb.png": "bomb", "broken.jpg": "broken symlink", "folder.jpg": "directory",
-            "fifo.jpg": "not a regular file"}
 
 
 def test_each_bad_file_raises_one_clear_error(tmp_path):

@@ -13,13 +13,12 @@ from click.testing import CliRunner
 
 from hemalite.cli import main
 
-pytest.importorskip("tensorflow")
-from hemalite.convert import convert as conv  # noqa: E402
-from hemalite.edge.runtime import load_model  # noqa: E402
-from hemalite.train import data  # noqa: E402
-from tests.helpers import cli_defaults_differing  # noqa: E402
+from hemalite.convert import convert as conv
+from hemalite.edge.runtime import load_model
+from hemalite.train import data
+from tests.helpers import cli_defaults_differing
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 
 def pixels_of(run_dir: Path, split: str):
@@ -192,7 +191,7 @@ def test_bad_inputs_each_get_one_clear_message(tiny_run, tmp_path):
 
 
 def test_labels_with_spaces_survive_train_convert_and_the_edge(tmp_path):
-    from tests.conftest import TINY_SIZE, make_dataset
+    from tests.helpers import TINY_SIZE, make_dataset
 
     data_dir = make_dataset(tmp_path / "data", per_class=12,
                             colours={"class A": (210, 40, 40), "b-2": (40, 60, 200)})

@@ -13,12 +13,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hemalite.edge import classify as clf
+from hemalite.edge import classify
 from hemalite.edge import runtime, sources
 from hemalite.edge.cli import classify_command
 from hemalite.metadata import MetadataError
-from tests.conftest import TINY_INT8, make_dataset, nest
-from tests.test_contract import bad_files, unusual_images
+from tests.helpers import TINY_INT8, bad_files, make_dataset, nest, unusual_images
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +52,9 @@ def test_quantise_and_dequantise_use_each_tensors_parameters():
 def test_top_k_and_refer_decisions():
     scores = np.array([0.1, 0.6, 0.3])
     assert runtime.top_k(scores, 2) == [(1, 0.6), (2, 0.3)]
-    assert clf.decide(scores, ("a", "b", "c"), 2, 0.5)[0] == "b"
-    label, p, top = clf.decide(scores, ("a", "b", "c"), 1, 0.9)
-    assert label == clf.REFER and p == pytest.approx(0.6) and top == [("b", 0.6)]
+    assert classify.decide(scores, ("a", "b", "c"), 2, 0.5)[0] == "b"
+    label, p, top = classify.decide(scores, ("a", "b", "c"), 1, 0.9)
+    assert label == classify.REFER and p == pytest.approx(0.6) and top == [("b", 0.6)]
 
 
 # Colour squares are not smears: the domain check rightly refers them (out-of-domain), so
@@ -93,14 +92,14 @@ def test_folder_with_ground_truth_prints_accuracy_and_writes_csv_jsonl(tiny_tfli
     assert len(lines) == 9 and all(x["label"] == x["truth"] for x in lines)
 
 
-def test_ground_truth_is_the_class_folder_under_the_root_given_at_any_depth(tmp_path):
+def test_ground_truth_is_the_class_folder_under_the_root_given_at_any_depth():
     labels = ("Pre", "Pro")
-    assert clf.ground_truth("data/Pre/sub one/deep/x.jpg", labels, "data") == "Pre"
-    assert clf.ground_truth("data/Pre/x.jpg", labels, "data") == "Pre"
-    assert clf.ground_truth("data/Pre/Pro/x.jpg", labels, "data") == "Pre"  # as training
-    assert clf.ground_truth("data/Pre/sub/x.jpg", labels, "data/Pre/") == "Pre"  # a class given
-    assert clf.ground_truth("data/other/Pre/x.jpg", labels, "data") is None
-    assert clf.ground_truth("elsewhere/Pro/x.jpg", labels) == "Pro"  # a file named directly
+    assert classify.ground_truth("data/Pre/sub one/deep/x.jpg", labels, "data") == "Pre"
+    assert classify.ground_truth("data/Pre/x.jpg", labels, "data") == "Pre"
+    assert classify.ground_truth("data/Pre/Pro/x.jpg", labels, "data") == "Pre"  # as training
+    assert classify.ground_truth("data/Pre/sub/x.jpg", labels, "data/Pre/") == "Pre"  # a class given
+    assert classify.ground_truth("data/other/Pre/x.jpg", labels, "data") is None
+    assert classify.ground_truth("elsewhere/Pro/x.jpg", labels) == "Pro"  # a file named directly
 
 
 def test_images_in_nested_folders_keep_their_ground_truth(tiny_tflite, tmp_path):

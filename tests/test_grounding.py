@@ -15,13 +15,13 @@ from hemalite import domain as dom
 from hemalite.edge import runtime
 from hemalite.edge.assess import assess, read_cam
 from hemalite.edge.cli import classify_command
-from tests.conftest import real_images
-
-keras = pytest.importorskip("keras", reason="building a graph needs TensorFlow (train extra)")
+from tests.helpers import real_images
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_ground_layer_runs_in_int8_and_matches_the_numpy_mask():
+    import keras
     import tensorflow as tf
 
     from hemalite.convert.convert import export_saved_model
@@ -86,6 +86,7 @@ def test_the_operating_floor_spends_only_what_the_other_reasons_left_of_the_budg
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_domain_check_is_fitted_on_training_data_and_travels_in_the_model(tiny_run, tiny_tflite):
     from hemalite.convert.convert import load_run
     from hemalite.train import data
@@ -172,10 +173,13 @@ def test_heatmap_panels_have_the_image_size(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_a_grounded_run_loads_in_a_fresh_process(tmp_path):
     """convert runs in another process than train: the Ground layer must deserialise there."""
     import subprocess
     import sys
+
+    import keras
 
     from hemalite.train.model import Ground
 

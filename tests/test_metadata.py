@@ -13,7 +13,7 @@ from hemalite.contract import InputSpec
 from hemalite.metadata import (MetadataError, ModelInfo, associated_files, build_metadata,
                                parse_metadata, read_model_info, zip_onto)
 from hemalite.third_party import metadata_schema as schema
-from tests.conftest import TINY_INT8
+from tests.helpers import TINY_INT8
 
 INFO = ModelInfo(labels=("Benign", "Early", "Pre", "Pro"), spec=InputSpec(160, 192),
                  name="test model", description="d", version="9.9", author="a", license="l",

@@ -22,11 +22,13 @@ from click.testing import CliRunner
 
 from hemalite.cli import main
 from hemalite.contract import InputSpec
-from tests.conftest import TINY_SIZE, make_dataset
+from tests.helpers import NEEDS_TENSORFLOW, TINY_SIZE, make_dataset
 
-keras = pytest.importorskip("keras")
+keras = pytest.importorskip("keras", reason=NEEDS_TENSORFLOW)  # its imports need it too
 from hemalite.edge.cli import classify_command  # noqa: E402
 from hemalite.train import data, multiworker  # noqa: E402
+
+pytestmark = pytest.mark.tensorflow
 
 WORKERS = 2
 GLOBAL_BATCH = 8

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.helpers import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "hemalite" / "models"

@@ -12,11 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from hemalite.cli import main
-from tests.conftest import TINY_SIZE
+from tests.helpers import NEEDS_TENSORFLOW, TINY_SIZE
 from tests.helpers import cli_defaults_differing
 
-keras = pytest.importorskip("keras")
+keras = pytest.importorskip("keras", reason=NEEDS_TENSORFLOW)  # its imports need it too
 from hemalite.train import model as models  # noqa: E402
+
+pytestmark = pytest.mark.tensorflow
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / \
     "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5"
@@ -152,7 +154,7 @@ def test_baseline_cnn_trains_through_the_cli(tiny_data, tmp_path):
     ("hollow", "has no images"), ("few", "class 'red' has 3 images: too few to split"
                                          " into train and validation (at least 5")])
 def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, message):
-    from tests.conftest import make_dataset
+    from tests.helpers import make_dataset
 
     data = tmp_path / "data"
     if setup == "single":
@@ -205,7 +207,7 @@ def test_a_run_dir_is_not_reused_with_other_options_and_force_clears_it(tiny_run
 
 
 def test_imagenet_weights_without_network_is_one_line(tmp_path):
-    from tests.conftest import make_dataset
+    from tests.helpers import make_dataset
 
     data = make_dataset(tmp_path / "data", per_class=12)
     closed = "http://127.0.0.1:9"  # nothing listens on the discard port: no network

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from hemalite.train import data
-from tests.conftest import make_dataset
+from tests.helpers import make_dataset
 
 
 def test_split_is_stratified_reproducible_and_keeps_duplicates_together(tmp_path):
