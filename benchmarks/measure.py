@@ -186,7 +186,7 @@ def tflite_probabilities(path: str, x: np.ndarray, threads: int) -> np.ndarray:
     return load_model(path, num_threads=threads).predict_batch(x)
 
 
-def keras_probabilities(path: str, x: np.ndarray) -> tuple[np.ndarray, int]:
+def keras_file_probabilities(path: str, x: np.ndarray) -> tuple[np.ndarray, int]:
     """Probabilities and parameter count of a .keras model (needs TensorFlow)."""
     import keras
 

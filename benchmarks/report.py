@@ -101,7 +101,7 @@ def _measure_model(path: str, x: np.ndarray, y: np.ndarray, files: list[str], la
     row = {"variant": variant, "path": os.path.basename(path),
            "kind": "keras" if path.endswith(".keras") else "tflite"}
     if row["kind"] == "keras":
-        probs, params = measure.keras_probabilities(path, x)
+        probs, params = measure.keras_file_probabilities(path, x)
         row.update(bytes=os.path.getsize(path), params=params)
     else:
         row.update(measure.size(path))
@@ -284,8 +284,8 @@ def write_report(report: dict, out: str | os.PathLike) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        from hemalite.benchmarks import plots
-        made = plots.all_plots(report, out)
+        from hemalite.benchmarks import figures
+        made = figures.all_plots(report, out)
     except ImportError:
         log.warning("matplotlib not installed: report written without plots")
         made = []

@@ -6,7 +6,7 @@ import sys
 import click
 
 from hemalite.cli import Command, setup_logging
-from hemalite.convert.convert import ConvertConfig  # the click defaults are its defaults
+from hemalite.convert.export import ConvertConfig  # the click defaults are its defaults
 
 
 @click.command("convert", cls=Command, epilog="A research and screening aid, not a diagnosis.")
@@ -45,7 +45,7 @@ def convert_command(run_dir, want, all_variants, verbose, **options):
 
     with native_noise_filtered():  # TensorFlow's start-up lines
         import keras  # noqa: F401
-    from hemalite.convert.convert import convert
+    from hemalite.convert.export import convert
 
     variants = tuple(want) if want and not all_variants else ConvertConfig.variants
     cfg = ConvertConfig(run_dir=run_dir, variants=variants, **options)

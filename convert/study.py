@@ -1,6 +1,6 @@
 """Where does int8 lose accuracy? A reproducible study of calibration and quantisation choices.
 
-    python -m hemalite.convert.study RUN_DIR [--out RUN_DIR/quant_study]
+    hemalite study RUN_DIR [--out RUN_DIR/quant_study]
 
 For each setting it converts a full-integer model and measures its top-1 agreement with the
 Keras float model on every image of the run (train + val + test: agreement needs no labels
@@ -17,7 +17,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from hemalite.convert import convert as conv
+from hemalite import DISCLAIMER
+from hemalite.cli import Command
+from hemalite.convert import export
 from hemalite.files import write_json, write_text
 from hemalite.train import data
 
@@ -27,39 +29,19 @@ def flips(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x, x[:, :, ::-1], np.rot90(x, 1, axes=(1, 2))])
 
 
-def int8_probabilities(run: conv.Run, flat: bytes, x: np.ndarray, folder: str) -> np.ndarray:
+def int8_probabilities(run: export.Run, flat: bytes, x: np.ndarray, folder: str) -> np.ndarray:
     """Run a freshly converted model through the edge runtime, as `convert` verifies."""
     from hemalite.edge.runtime import load_model
 
     path = Path(folder, "study_int8.tflite")
-    path.write_bytes(conv.embed_metadata(flat, conv.model_info(run, "int8", None)))
+    path.write_bytes(export.embed_metadata(flat, export.model_info(run, "int8", None)))
     return load_model(path).predict_batch(x)
 
 
-@click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--out", default="", help="Folder for study.md / study.json [RUN_DIR/quant_study]")
-@click.option("--debug-images", type=int, default=64, show_default=True,
-              help="Images for the per-layer QuantizationDebugger.")
-def main(run_dir, out, debug_images):
-    import tensorflow as tf
-
-    run = conv.load_run(run_dir)
-    out = Path(out or Path(run_dir, "quant_study"))
-    out.mkdir(parents=True, exist_ok=True)
-    splits = {s: data.load_pixels(run.data_dir, run.samples(s), run.spec, progress=False)[:2]
-              for s in data.SPLITS}
-    x_all = np.concatenate([splits[s][0] for s in data.SPLITS])
-    test_slice = slice(len(x_all) - len(splits["test"][0]), len(x_all))
-    reference = run.model.predict(x_all.astype(np.float32), batch_size=32, verbose=0)
-    train_samples = run.samples("train")
-
-    def calib(n: int, seed: int = 0, views: bool = False) -> np.ndarray:
-        picked = conv._stratified(train_samples, n, seed)
-        x, _, _ = data.load_pixels(run.data_dir, picked, run.spec, progress=False)
-        return flips(x) if views else x
-
-    settings = [
+def study_settings(calib) -> list[tuple[str, dict]]:
+    """(name, convert_variant keywords) of every setting; `calib(n, seed, views)` draws
+    that many stratified training images."""
+    return [
         ("300 train images (default)", dict(calib=calib(300))),
         ("100 train images", dict(calib=calib(100))),
         ("1000 train images", dict(calib=calib(1000))),
@@ -70,41 +52,83 @@ def main(run_dir, out, debug_images):
         ("300 images, float32 I/O", dict(calib=calib(300), io="float32")),
         ("300 images, input range not pinned", dict(calib=calib(300), pin=False)),
     ]
-    rows = []
-    y_test = splits["test"][1]
-    float_acc = float((reference[test_slice].argmax(1) == y_test).mean())
+
+
+@click.command("study", cls=Command, epilog=DISCLAIMER)
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", default="", help="Folder for study.md / study.json [RUN_DIR/quant_study]")
+@click.option("--debug-images", type=int, default=64, show_default=True,
+              help="Images for the per-layer QuantizationDebugger.")
+def study_command(run_dir, out, debug_images):
+    """Where int8 loses accuracy: convert RUN_DIR with each calibration and quantisation
+    setting and measure its top-1 agreement with the Keras model on every image of the run.
+
+    Writes study.md, study.json and layer_stats.csv (QuantizationDebugger) to --out.
+    """
+    run = export.load_run(run_dir)
+    out = Path(out or Path(run_dir, "quant_study"))
+    out.mkdir(parents=True, exist_ok=True)
+    splits = {s: data.load_pixels(run.data_dir, run.samples(s), run.spec, progress=False)[:2]
+              for s in data.SPLITS}
+    x_all = np.concatenate([splits[s][0] for s in data.SPLITS])
+    test = slice(len(x_all) - len(splits["test"][0]), len(x_all))
+    reference = run.model.predict(x_all.astype(np.float32), batch_size=32, verbose=0)
+    train_samples = run.samples("train")
+
+    def calib(n: int, seed: int = 0, views: bool = False) -> np.ndarray:
+        picked = export.stratified(train_samples, n, seed)
+        x, _, _ = data.load_pixels(run.data_dir, picked, run.spec, progress=False)
+        return flips(x) if views else x
+
+    settings = study_settings(calib)
     with tempfile.TemporaryDirectory() as tmp:
-        conv.export_saved_model(run.model, tmp)
-        for name, kw in settings:
-            start = time.time()
-            flat = conv.convert_variant(tmp, "int8", kw["calib"], kw.get("io", "uint8"),
-                                        kw.get("per_channel", True), kw.get("pin", True))
-            probs = int8_probabilities(run, flat, x_all, tmp)
-            agree = probs.argmax(1) == reference.argmax(1)
-            rows.append({"setting": name, "calibration_images": int(len(kw["calib"])),
-                         "agreement_all": float(agree.mean()),
-                         "disagreements_all": int((~agree).sum()),
-                         "agreement_test": float(agree[test_slice].mean()),
-                         "test_accuracy": float((probs[test_slice].argmax(1) == y_test).mean()),
-                         "float_test_accuracy": float_acc,
-                         "max_abs_diff": float(np.abs(probs - reference).max()),
-                         "input_quantisation": _input_quantisation(flat),
-                         "bytes": len(flat), "seconds": round(time.time() - start, 1)})
-            click.echo(f"{name}: agreement {rows[-1]['agreement_all']:.4f} "
-                       f"({rows[-1]['disagreements_all']} of {len(x_all)}), test accuracy "
-                       f"{rows[-1]['test_accuracy']:.4f} (float {float_acc:.4f})")
-        converter = conv.make_converter(tmp, "int8", settings[0][1]["calib"])
-        debug_x = settings[0][1]["calib"][:debug_images]
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter,
-            debug_dataset=lambda: ([img[None].astype(np.float32)] for img in debug_x))
-        debugger.run()
-        with open(out / "layer_stats.csv", "w") as fh:
-            debugger.layer_statistics_dump(fh)
+        # the probability output alone, named as `convert` names it (metadata expects it)
+        export.export_saved_model(export.export_model(run.model), tmp)
+        rows = [study_row(run, tmp, name, kw, x_all, reference, test, splits["test"][1])
+                for name, kw in settings]
+        debug_layers(tmp, settings[0][1]["calib"], debug_images, out / "layer_stats.csv")
     worst = _worst_layers(out / "layer_stats.csv")
-    write_json(out / "study.json", {"n_images": int(len(x_all)), "rows": rows, "worst_layers": worst})
+    write_json(out / "study.json", {"n_images": int(len(x_all)), "rows": rows,
+                                    "worst_layers": worst})
     write_text(out / "study.md", _markdown(rows, worst, len(x_all)))
     click.echo(_markdown(rows, worst, len(x_all)))
+
+
+def study_row(run: export.Run, saved_model: str, name: str, kw: dict, x_all: np.ndarray,
+              reference: np.ndarray, test: slice, y_test: np.ndarray) -> dict:
+    """Convert one setting to int8, run it on every image and compare it with Keras."""
+    start = time.time()
+    flat = export.convert_variant(saved_model, "int8", kw["calib"], kw.get("io", "uint8"),
+                                  kw.get("per_channel", True), kw.get("pin", True))
+    probs = int8_probabilities(run, flat, x_all, saved_model)
+    agree = probs.argmax(1) == reference.argmax(1)
+    float_acc = float((reference[test].argmax(1) == y_test).mean())
+    row = {"setting": name, "calibration_images": int(len(kw["calib"])),
+           "agreement_all": float(agree.mean()), "disagreements_all": int((~agree).sum()),
+           "agreement_test": float(agree[test].mean()),
+           "test_accuracy": float((probs[test].argmax(1) == y_test).mean()),
+           "float_test_accuracy": float_acc,
+           "max_abs_diff": float(np.abs(probs - reference).max()),
+           "input_quantisation": _input_quantisation(flat),
+           "bytes": len(flat), "seconds": round(time.time() - start, 1)}
+    click.echo(f"{name}: agreement {row['agreement_all']:.4f} "
+               f"({row['disagreements_all']} of {len(x_all)}), test accuracy "
+               f"{row['test_accuracy']:.4f} (float {float_acc:.4f})")
+    return row
+
+
+def debug_layers(saved_model: str, calib: np.ndarray, n: int, path: Path) -> None:
+    """TensorFlow's QuantizationDebugger per-layer statistics of the default int8 setting,
+    on the first `n` calibration images."""
+    import tensorflow as tf
+
+    debug_x = calib[:n]
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=export.make_converter(saved_model, "int8", calib),
+        debug_dataset=lambda: ([img[None].astype(np.float32)] for img in debug_x))
+    debugger.run()
+    with open(path, "w") as fh:
+        debugger.layer_statistics_dump(fh)
 
 
 def _input_quantisation(flat: bytes) -> list:
@@ -154,6 +178,3 @@ def _markdown(rows, worst, n) -> str:
     lines += [f"| {w['tensor']} | {w['op']} | {w['rmse/scale']:.3f} |" for w in worst]
     return "\n".join(lines) + "\n"
 
-
-if __name__ == "__main__":
-    main()

@@ -13,6 +13,8 @@ from hemalite.errors import HemaliteError
 SUBCOMMANDS = {
     "train": ("hemalite.train.cli", "train_command", "Train a classifier on a class-folder dataset."),
     "convert": ("hemalite.convert.cli", "convert_command", "Convert a trained run to .tflite variants."),
+    "study": ("hemalite.convert.study", "study_command",
+              "Where int8 loses accuracy: calibration and quantisation settings compared."),
     "bench": ("hemalite.benchmarks.cli", "bench_command", "Benchmark models: size, latency, accuracy."),
     "report": ("hemalite.benchmarks.cli", "report_group", "Work with benchmark reports (merge)."),
 }
@@ -74,5 +76,6 @@ def setup_logging(verbose: bool) -> None:
 def main() -> None:
     """hemalite: acute lymphoblastic leukaemia smear screening, from training to a Raspberry Pi.
 
-    Pipeline: train -> convert -> bench; on the device, `edge-classify` and `edge-bench`.
+    Pipeline: train -> convert -> bench (and `study`, the int8 study); on the device,
+    `edge-classify` and `edge-bench`.
     """

@@ -86,7 +86,7 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tflite(tiny_run) -> dict[str, Path]:
     """The tiny run converted to all four variants (int8 with uint8 I/O)."""
-    from hemalite.convert.convert import VARIANTS, ConvertConfig, convert
+    from hemalite.convert.export import VARIANTS, ConvertConfig, convert
 
     result = convert(ConvertConfig(run_dir=str(tiny_run), variants=VARIANTS, calib_size=32,
                                    threshold=0.0))

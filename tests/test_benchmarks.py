@@ -175,11 +175,11 @@ def test_merge_two_reports(report, tmp_path):
 @pytest.mark.slow
 @pytest.mark.tensorflow
 def test_confusion_plot_is_named_for_what_it_shows(report, tmp_path):
-    from hemalite.benchmarks import plots
+    from hemalite.benchmarks import figures
 
     _, rep = report
     only_int8 = dict(rep, models=[m for m in rep["models"] if m["variant"] == "int8"])
-    made = plots.all_plots(only_int8, tmp_path)
+    made = figures.all_plots(only_int8, tmp_path)
     assert "confusion_int8.png" in [p.name for p in made]
 
 

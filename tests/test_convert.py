@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from hemalite.cli import main
 
-from hemalite.convert import convert as conv
+from hemalite.convert import export
 from hemalite.edge.runtime import load_model
 from hemalite.train import data
 from tests.helpers import cli_defaults_differing
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 
 def pixels_of(run_dir: Path, split: str):
-    run = conv.load_run(run_dir)
+    run = export.load_run(run_dir)
     x, y, _ = data.load_pixels(run.data_dir, run.samples(split), run.spec, progress=False)
     return run, x, y
 
@@ -63,7 +63,7 @@ def test_variant_sizes_shrink(tiny_tflite):
 
 
 def test_int8_with_int8_io(tiny_run, tmp_path):
-    result = conv.convert(conv.ConvertConfig(run_dir=str(tiny_run), variants=("int8",),
+    result = export.convert(export.ConvertConfig(run_dir=str(tiny_run), variants=("int8",),
                                              io="int8", calib_size=16, out=str(tmp_path),
                                              threshold=0.0))
     model = load_model(result["paths"]["int8"])
@@ -93,8 +93,8 @@ print(json.dumps({{"labels": m.info.labels, "h": m.info.spec.height, "w": m.info
 def test_convert_options_default_to_the_config():
     from hemalite.convert.cli import convert_command
 
-    assert cli_defaults_differing(convert_command, conv.ConvertConfig) == {}
-    assert conv.ConvertConfig.variants == conv.VARIANTS  # no variant flag: every variant
+    assert cli_defaults_differing(convert_command, export.ConvertConfig) == {}
+    assert export.ConvertConfig.variants == export.VARIANTS  # no variant flag: every variant
 
 
 def test_converted_metadata_decodes_with_the_generated_reader(tiny_tflite):
@@ -116,16 +116,16 @@ def test_converted_metadata_decodes_with_the_generated_reader(tiny_tflite):
 
 
 def test_representative_data_come_from_the_training_split_only(tiny_run):
-    run = conv.load_run(tiny_run)
-    cfg = conv.ConvertConfig(run_dir=str(tiny_run), calib_size=10_000)
-    calib, info = conv.calibration_images(run, cfg)
+    run = export.load_run(tiny_run)
+    cfg = export.ConvertConfig(run_dir=str(tiny_run), calib_size=10_000)
+    calib, info = export.calibration_images(run, cfg)
     train_x, _, _ = data.load_pixels(run.data_dir, run.samples("train"), run.spec, False)
     test_x, _, _ = data.load_pixels(run.data_dir, run.samples("test"), run.spec, False)
     assert len(calib) == len(train_x) and info["source"] == "training split"
     key = {img.tobytes() for img in train_x}
     assert all(img.tobytes() in key for img in calib)
     assert not any(img.tobytes() in {c.tobytes() for c in calib} for img in test_x)
-    small = conv._stratified(run.samples("train"), 6, seed=0)
+    small = export.stratified(run.samples("train"), 6, seed=0)
     assert sorted({s.label for s in small}) == [0, 1, 2]
 
 
@@ -188,6 +188,18 @@ def test_bad_inputs_each_get_one_clear_message(tiny_run, tmp_path):
     not_a_dir.write_text("x")
     r = runner.invoke(main, ["convert", str(tiny_run), "--float32", "--out", str(not_a_dir)])
     assert r.exit_code == 2 and "cannot write" in r.output
+
+
+def test_quantisation_study_runs_as_a_hemalite_subcommand(tiny_run, tmp_path):
+    result = CliRunner().invoke(main, ["study", str(tiny_run), "--out", str(tmp_path),
+                                       "--debug-images", "4"])
+    assert result.exit_code == 0, result.output
+    study = json.loads((tmp_path / "study.json").read_text())
+    assert len(study["rows"]) == 9 and study["worst_layers"]
+    assert all(0 <= r["agreement_all"] <= 1 for r in study["rows"])
+    per_tensor = next(r for r in study["rows"] if "per-tensor" in r["setting"])
+    assert per_tensor["input_quantisation"][0] == "uint8"
+    assert (tmp_path / "layer_stats.csv").is_file() and (tmp_path / "study.md").is_file()
 
 
 def test_labels_with_spaces_survive_train_convert_and_the_edge(tmp_path):

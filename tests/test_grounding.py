@@ -24,7 +24,7 @@ def test_ground_layer_runs_in_int8_and_matches_the_numpy_mask():
     import keras
     import tensorflow as tf
 
-    from hemalite.convert.convert import export_saved_model
+    from hemalite.convert.export import export_saved_model
     from hemalite.train.model import Ground
 
     images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((96, 96)))
@@ -88,7 +88,7 @@ def test_the_operating_floor_spends_only_what_the_other_reasons_left_of_the_budg
 @pytest.mark.slow
 @pytest.mark.tensorflow
 def test_domain_check_is_fitted_on_training_data_and_travels_in_the_model(tiny_run, tiny_tflite):
-    from hemalite.convert.convert import load_run
+    from hemalite.convert.export import load_run
     from hemalite.train import data
     from hemalite.train.model import feature_extractor
 
@@ -189,7 +189,7 @@ def test_a_grounded_run_loads_in_a_fresh_process(tmp_path):
     keras.Model(pixels, out).save(tmp_path / "model.keras")
     (tmp_path / "config.json").write_text(json.dumps({"image_size": 32, "data_dir": "."}))
     (tmp_path / "labels.txt").write_text("a\nb\n")
-    code = ("import sys; from hemalite.convert.convert import load_run; "
+    code = ("import sys; from hemalite.convert.export import load_run; "
             "print(load_run(sys.argv[1]).model.get_layer('ground').__class__.__name__)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                           text=True, timeout=300)

@@ -1,4 +1,5 @@
-"""Benchmark plots (matplotlib, bench extra): confusion float vs int8, latency, reliability."""
+"""The benchmark report's figures (matplotlib, bench extra): confusion float vs int8, latency,
+reliability."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,12 @@ Keras 3 models go through a SavedModel (`model.export`): TFLiteConverter.from_ke
 broken for Keras 3 on TF >= 2.16. Every variant gets standard TFLite metadata (labels,
 input size, normalisation, citation) and is verified against the Keras model through the
 same runtime code the edge uses.
+
+Arrows: hemalite <- train <- convert, as STYLE.md draws them, plus one deliberate arrow
+convert -> hemalite.edge.runtime (imported inside `verify` and `domain_check`): each variant
+is verified, and its domain threshold set, by the very loader the device runs, not by a
+second copy of it. The edge never imports convert or train, so the device stays free of
+TensorFlow.
 """
 from __future__ import annotations
 
@@ -99,7 +105,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     return Run(path, model, labels, InputSpec(size, size), config)
 
 
-def _stratified(samples: list[data.Sample], n: int, seed: int) -> list[data.Sample]:
+def stratified(samples: list[data.Sample], n: int, seed: int) -> list[data.Sample]:
     """n samples with each class in its training proportion (all of them if fewer)."""
     if n >= len(samples):
         return list(samples)
@@ -128,7 +134,7 @@ def calibration_images(run: Run, cfg: ConvertConfig) -> tuple[np.ndarray, dict]:
         chosen = [files[i] for i in sorted(rng.permutation(len(files))[:cfg.calib_size])]
         source = str(root)
     else:
-        samples = _stratified(run.samples("train"), cfg.calib_size, cfg.seed)
+        samples = stratified(run.samples("train"), cfg.calib_size, cfg.seed)
         chosen = [Path(run.data_dir, s.path) for s in samples]
         source = "training split"
     images, _, skipped = load_batch(chosen, run.spec)
@@ -235,7 +241,8 @@ def make_converter(saved_model: str, variant: str, calib: np.ndarray | None = No
         converter.inference_input_type = {"uint8": tf.uint8, "int8": tf.int8,
                                           "float32": tf.float32}[io]
         converter.inference_output_type = converter.inference_input_type
-        converter._experimental_disable_per_channel = not per_channel  # for the study only
+        if not per_channel:  # the study's per-tensor setting; a private converter flag
+            converter._experimental_disable_per_channel = True
     elif variant != "float32":
         raise ConvertError(f"unknown variant {variant!r} ({', '.join(VARIANTS)})")
     return converter
