@@ -197,6 +197,7 @@ def test_a_grounded_run_loads_in_a_fresh_process(tmp_path):
     assert done.stdout.strip().endswith("Ground")
 
 
+@pytest.mark.tensorflow
 def test_a_grounded_model_cannot_use_a_pixel_outside_the_mask():
     """The gradient of the Ground layer's output w.r.t. every pixel the mask leaves out is
     zero: no evidence can come from there, which is why heatmaps of grounded models are
