@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from hemalite import cells, shifts
+from hemalite import shifts
 from hemalite.contract import InputSpec, preprocess
 from hemalite.edge.assess import assess
 from hemalite.edge.runtime import load_model
@@ -47,21 +47,8 @@ def _crops(rgb: np.ndarray, side: int) -> list[np.ndarray]:
 
 
 def closeups(images: np.ndarray, zoom: float = 2.5) -> list[np.ndarray]:
-    """Each image cropped to a square `zoom` times its largest leukocyte's longer side,
-    centred on it (images without a leukocyte are left out)."""
-    out = []
-    for rgb in images:
-        found = cells.find_cells(rgb)
-        if not found:
-            continue
-        c = found[0]
-        half = max(c.width, c.height) * zoom / 2
-        cx, cy = c.x + c.width / 2, c.y + c.height / 2
-        box = [round(v) for v in (cx - half, cy - half, cx + half, cy + half)]
-        pad = max(0, -min(box), box[2] - rgb.shape[1], box[3] - rgb.shape[0])
-        padded = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
-        out.append(padded[box[1] + pad:box[3] + pad, box[0] + pad:box[2] + pad])
-    return out
+    """hemalite.shifts.closeup of each image (images without a leukocyte are left out)."""
+    return [c for c in (shifts.closeup(rgb, zoom) for rgb in images) if c is not None]
 
 
 def ood_sets(x: np.ndarray, spec: InputSpec, per_shift: int = 20, seed: int = 0,

@@ -202,18 +202,26 @@ def export_model(model, projection: tuple[np.ndarray, np.ndarray] | None = None)
         "cam": keras.ops.reshape(cam, (-1, rows * cols * classes))})
 
 
-def fit_domain(run: Run, cfg: ConvertConfig) -> tuple[tuple, np.ndarray, dict]:
-    """Fit the domain check on the training split: ((W, b), class means, cell ranges)."""
+def fit_domain(run: Run, cfg: ConvertConfig) -> tuple[tuple, dom.DomainCheck]:
+    """Fit the domain check on the training split: ((W, b), the check without its
+    thresholds and floor, which domain_check sets per variant on validation images)."""
+    from hemalite.contract import preprocess
     from hemalite.train.model import feature_extractor
 
     x, y, _ = data.load_pixels(run.data_dir, run.samples("train"), run.spec, progress=False)
-    features = feature_extractor(run.model).predict(x.astype(np.float32), batch_size=32,
-                                                    verbose=0)
+    extractor = feature_extractor(run.model)
+    features = extractor.predict(x.astype(np.float32), batch_size=32, verbose=0)
     weights, bias, means = dom.fit_whitening(features, y, cfg.domain_dims)
+    outliers = np.stack([preprocess(np.ascontiguousarray(o), run.spec) for o in
+                         dom.synthetic_outliers(x, np.random.default_rng(cfg.seed))])
+    z_out = extractor.predict(outliers.astype(np.float32), batch_size=32, verbose=0)
     measures = [dom.cell_measures(img) for img in x]
-    ranges = dom.fit_ranges(measures)
-    ranges["leukocytes"] = dom.stained_share(measures) >= 0.98  # smears, not colour tests
-    return (weights, bias), means, ranges
+    check = dom.DomainCheck(
+        means=np.round(means, 5).tolist(), threshold=np.inf, acceptance=cfg.domain_acceptance,
+        ranges=dom.fit_ranges(measures),
+        leukocytes=dom.stained_share(measures) >= 0.98,  # smears, not colour tests
+        outlier=dom.fit_outlier(features @ weights + bias, z_out @ weights + bias))
+    return (weights, bias), check
 
 
 def convert_variant(saved_model: str, variant: str, calib: np.ndarray | None = None,
@@ -336,9 +344,9 @@ def format_table(rows: list[dict], n: int, split: str) -> str:
     return "\n".join(lines)
 
 
-def domain_check(path: Path, x: np.ndarray, y: np.ndarray, means: np.ndarray, ranges: dict,
-                 acceptance: float) -> dom.DomainCheck:
-    """Set the domain threshold and the confidence floor from this variant's own outputs on
+def domain_check(path: Path, x: np.ndarray, y: np.ndarray,
+                 fitted: dom.DomainCheck) -> dom.DomainCheck:
+    """Set the domain thresholds and the confidence floor from this variant's own outputs on
     validation images (int8 features are not float features: each variant gets its own).
     The floor spends what is left of the referral budget (hemalite.domain.operating_floor)."""
     from hemalite.edge.runtime import load_model
@@ -347,17 +355,19 @@ def domain_check(path: Path, x: np.ndarray, y: np.ndarray, means: np.ndarray, ra
     probs, z = [], []
     for image in x:
         probs.append(model.predict(image))
-        z.append(model.get_output("domain"))
-    probs = np.array(probs)
-    scores = dom.feature_score(np.array(z), means)
-    ranges = dict(ranges)
-    leukocytes = ranges.pop("leukocytes")
-    check = dom.DomainCheck(
-        means=np.round(means, 5).tolist(), threshold=float(np.quantile(scores, acceptance)),
-        acceptance=acceptance, ranges=ranges, leukocytes=leukocytes)
+        z.append(model.get_output("domain").ravel())
+    probs, z = np.array(probs), np.array(z)
+    check = dataclasses.replace(fitted, ranges=dict(fitted.ranges), outlier=dict(fitted.outlier))
+    scores = dom.feature_score(z, np.asarray(check.means))
+    check.threshold = float(np.quantile(scores, check.acceptance))
+    referred = scores > check.threshold
+    if check.outlier:
+        outlier = np.array([check.outlier_score(v) for v in z])
+        check.outlier["threshold"] = float(np.quantile(outlier, check.acceptance))
+        referred |= outlier > check.outlier["threshold"]
     measures = [dom.cell_measures(image) for image in x]
-    referred = [score > check.threshold or bool(check.cell_reasons(m))
-                or (leukocytes and not m["cells"]) for score, m in zip(scores, measures)]
+    referred |= [bool(check.cell_reasons(m)) or (check.leukocytes and not m["cells"])
+                 for m in measures]
     check.min_confidence = dom.operating_floor(probs.max(1), probs.argmax(1) == y, referred)
     return check
 
@@ -395,10 +405,10 @@ def convert(cfg: ConvertConfig) -> dict:
         calib, calibration = calibration_images(run, cfg)
         for line in calibration["skipped"]:
             log.warning("calibration image skipped: %s", line)
-    projection = means = ranges = None
+    projection = fitted = None
     if has_backbone(run.model):
         log.info("fitting the domain check on the training split")
-        projection, means, ranges = fit_domain(run, cfg)
+        projection, fitted = fit_domain(run, cfg)
     exported = export_model(run.model, projection)
     outputs = OUTPUTS if projection is not None else OUTPUTS[:1]
     x_val, y_val, _ = data.load_pixels(run.data_dir, run.samples("val"), run.spec,
@@ -412,9 +422,8 @@ def convert(cfg: ConvertConfig) -> dict:
             info = model_info(run, variant, calibration if variant == "int8" else None, outputs)
             paths[variant] = out / f"model_{variant}.tflite"
             write_bytes(paths[variant], embed_metadata(flat, info))
-            if means is not None:
-                check = domain_check(paths[variant], x_val, y_val, means, ranges,
-                                     cfg.domain_acceptance)
+            if fitted is not None:
+                check = domain_check(paths[variant], x_val, y_val, fitted)
                 info = dataclasses.replace(info, files={dom.DOMAIN_FILE: check.to_bytes()})
                 write_bytes(paths[variant], embed_metadata(flat, info))
     if cfg.verify_split == "val":

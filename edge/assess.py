@@ -54,8 +54,12 @@ def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
         result.reason, result.detail = dom.NO_LEUKOCYTE, "no stained leukocyte found"
         return result
     if domain_check:
-        result.domain_score = check.feature_score(model.get_output("domain"))
+        z = model.get_output("domain")
+        result.domain_score = check.feature_score(z)
         out = check.cell_reasons(measures)
+        outlier = check.outlier_score(z)
+        if outlier is not None and outlier > check.outlier["threshold"]:
+            out.insert(0, f"outlier score {outlier:.2f} > {check.outlier['threshold']:.2f}")
         if result.domain_score > check.threshold:
             out.insert(0, f"feature score {result.domain_score:.2f} > {check.threshold:.2f}")
         if out:

@@ -74,6 +74,24 @@ def magnification(rgb: np.ndarray, factor: float) -> np.ndarray:
     return padded
 
 
+def closeup(rgb: np.ndarray, zoom: float = 2.5) -> np.ndarray | None:
+    """A square crop `zoom` times the largest leukocyte's longer side, centred on it (mirrored
+    past the border): that cell as a single-cell camera at higher magnification would show
+    it. None when the image has no leukocyte. Not resized: callers preprocess."""
+    from hemalite.cells import find_cells
+
+    found = find_cells(rgb)
+    if not found:
+        return None
+    c = found[0]
+    half = max(c.width, c.height) * zoom / 2
+    cx, cy = c.x + c.width / 2, c.y + c.height / 2
+    box = [round(v) for v in (cx - half, cy - half, cx + half, cy + half)]
+    pad = max(0, -min(box), box[2] - rgb.shape[1], box[3] - rgb.shape[0])
+    padded = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+    return padded[box[1] + pad:box[3] + pad, box[0] + pad:box[2] + pad]
+
+
 def rotation(rgb: np.ndarray, degrees: float) -> np.ndarray:
     """The slide turned by a multiple of 90 degrees (no interpolation, no border)."""
     return np.ascontiguousarray(np.rot90(rgb, k=int(round(degrees / 90.0)) % 4))

@@ -232,3 +232,26 @@ def test_a_grounded_heatmap_stays_on_the_visible_pixels():
     region[40:90, 100:160] = True
     assert heatmap_mass(cam, 2, region, visible) == pytest.approx(1.0)
     assert heatmap_mass(cam, 2, region) < 0.2  # the 7 x 7 map alone spreads everywhere
+
+
+def test_synthetic_outliers_are_images_of_every_kind_from_real_smears():
+    images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((224, 224)))
+                       for p in real_images(2)])
+    made = dom.synthetic_outliers(np.repeat(images, 12, axis=0), np.random.default_rng(0))
+    assert len(made) >= 20 and all(m.ndim == 3 and m.dtype == np.uint8 for m in made)
+    sizes = {m.shape[:2] for m in made}
+    assert (224, 224) in sizes and len(sizes) > 1  # shifts keep the size, close-ups do not
+    assert not any(np.array_equal(m, img) for m in made for img in images)
+
+
+def test_the_outlier_score_separates_what_it_was_fitted_on_and_travels_as_json():
+    rng = np.random.default_rng(0)
+    z_in = rng.normal(0, 1, (300, 8))
+    z_out = rng.normal(0, 1, (300, 8)) + np.r_[4.0, np.zeros(7)]
+    check = dom.DomainCheck(means=[[0.0] * 8], threshold=1.0, acceptance=0.99,
+                            outlier=dom.fit_outlier(z_in, z_out))
+    check.outlier["threshold"] = 0.0
+    again = dom.DomainCheck.from_bytes(check.to_bytes())
+    assert again.outlier_score(np.r_[5.0, np.zeros(7)]) > 0 > again.outlier_score(np.zeros(8))
+    assert dom.DomainCheck(means=[[0.0]], threshold=1.0, acceptance=0.99).outlier_score(
+        np.zeros(1)) is None  # a model converted before the outlier score
