@@ -58,7 +58,7 @@ class ConvertConfig:
     force: bool = False
     seed: int = 0
     domain_dims: int = 64  # whitened feature dimensions of the domain check
-    domain_acceptance: float = 0.99  # share of validation images the domain check accepts
+    domain_acceptance: float = 0.995  # share of validation images each domain score accepts
 
     @property
     def out_dir(self) -> Path:

@@ -88,7 +88,7 @@ def test_the_operating_floor_spends_only_what_the_other_reasons_left_of_the_budg
 @pytest.mark.slow
 @pytest.mark.tensorflow
 def test_domain_check_is_fitted_on_training_data_and_travels_in_the_model(tiny_run, tiny_tflite):
-    from hemalite.convert.export import load_run
+    from hemalite.convert.export import ConvertConfig, load_run
     from hemalite.train import data
     from hemalite.train.model import feature_extractor
 
@@ -101,7 +101,9 @@ def test_domain_check_is_fitted_on_training_data_and_travels_in_the_model(tiny_r
         check = model.domain
         assert model.info.outputs == ("probability", "domain", "cam")
         np.testing.assert_allclose(check.means, means, atol=1e-4)  # train split, nothing else
-        assert check.acceptance == 0.99 and check.threshold > 0
+        assert check.acceptance == ConvertConfig.domain_acceptance and check.threshold > 0
+        assert set(check.outlier) == {"weights", "bias", "threshold"}
+        assert len(check.outlier["weights"]) == len(check.means[0])
         assert not check.leukocytes  # colour squares: no stain, so no no-leukocyte rule
         pixels = x[0]
         a = assess(model, pixels)
