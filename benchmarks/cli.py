@@ -1,7 +1,10 @@
 """`hemalite bench`, `edge-bench` and `hemalite report merge`."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
@@ -27,6 +30,23 @@ class ThreadCounts(click.ParamType):
         return counts
 
 
+@dataclass(frozen=True)
+class BenchConfig:
+    """What a benchmark was asked to do; saved as bench_config.json beside its report."""
+
+    targets: tuple[str, ...] = ()
+    data_dir: str | None = None
+    manifest: str | None = None
+    data_root: str | None = None
+    out: str = "bench"
+    threads: tuple[int, ...] = (1, 2)
+    runs: int = 50
+    warmup: int = 5
+    limit: int = 0  # 0: every image
+    audit: bool = True
+    keras_too: bool = False  # also the run's Keras model (hemalite bench with TensorFlow)
+
+
 def bench_options(run: bool):
     """Options shared by `hemalite bench` and `edge-bench` (one definition, one behaviour);
     `run` says whether the command's help may speak of a run directory."""
@@ -39,16 +59,19 @@ def bench_options(run: bool):
         click.option("--manifest", type=click.Path(dir_okay=False),
                      help="CSV manifest with a 'path' column (e.g. a run's splits/test.csv)."),
         click.option("--data-root", default=None, help=root_help),
-        click.option("--out", default="bench", show_default=True, help="Report folder."),
-        click.option("--threads", type=ThreadCounts(), default="1,2", show_default=True,
+        click.option("--out", default=BenchConfig.out, show_default=True, help="Report folder."),
+        click.option("--threads", type=ThreadCounts(), show_default=True,
+                     default=",".join(map(str, BenchConfig.threads)),
                      help="Thread counts for invoke latency, comma-separated."),
-        click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+        click.option("--runs", type=click.IntRange(min=1), default=BenchConfig.runs,
+                     show_default=True,
                      help="Timed invokes."),
-        click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+        click.option("--warmup", type=click.IntRange(min=0), default=BenchConfig.warmup,
+                     show_default=True,
                      help="Warm-up invokes."),
-        click.option("--limit", type=click.IntRange(min=0), default=0,
+        click.option("--limit", type=click.IntRange(min=0), default=BenchConfig.limit,
                      help="Use at most N images (0 = all)."),
-        click.option("--audit/--no-audit", default=True, show_default=True,
+        click.option("--audit/--no-audit", default=BenchConfig.audit, show_default=True,
                      help="Also audit each .tflite: accuracy under another lab's shifts, with "
                           "the leukocytes erased or alone, and where its heatmap looks."),
         click.option("--progress/--no-progress", default=True, show_default=True),
@@ -68,7 +91,7 @@ def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, lim
     if importlib.util.find_spec("sklearn") is None:
         raise BenchError("benchmarks need the bench extra: pip install 'hemalite[bench]'")
     from hemalite.benchmarks.report import headline, run_benchmark, write_report
-    from hemalite.files import native_noise_filtered
+    from hemalite.files import native_noise_filtered, write_json
 
     if keras_too:
         with native_noise_filtered():  # TensorFlow's start-up lines
@@ -78,6 +101,11 @@ def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, lim
     report = run_benchmark(models, x, y, files, labels, threads, runs, warmup, source,
                            progress, audit)
     written = write_report(report, out)
+    config = BenchConfig(tuple(targets), data_dir, manifest, data_root, out, tuple(threads),
+                         runs, warmup, limit, audit, keras_too)
+    write_json(Path(out) / "bench_config.json",
+               {**dataclasses.asdict(config), "hemalite": __version__})
+    written.append(Path(out) / "bench_config.json")
     click.echo(headline(report))
     click.echo("wrote " + ", ".join(str(p) for p in written))
 

@@ -240,6 +240,43 @@ def classify_paths(model: Model, paths: Iterable[str | tuple[str, str | None]],
             yield result
 
 
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """What edge-classify was asked to do: the CLI's defaults, and (with --csv / --jsonl)
+    saved beside the results as RESULTS.config.json, so a results file says how it was made."""
+
+    model: str = ""  # "" = the bundled int8 model
+    paths: tuple[str, ...] = ()
+    manifest: str | None = None
+    data_root: str = "."
+    camera: str | None = None
+    video: str | None = None
+    picamera: bool = False
+    top_k: int = 1
+    min_confidence: str = "auto"  # as given; the floor used is in `floor`
+    floor: float | None = None
+    domain_check: bool = True
+    heatmap_dir: str | None = None
+    num_threads: int | None = None
+    runtime: str | None = None
+    workers: int = 2
+    every: int = 30
+    max_frames: int = 0
+
+
+def write_config(config: ClassifyConfig, *results: str | None) -> str | None:
+    """RESULTS.config.json beside the first results file given (None when there is none)."""
+    from hemalite import __version__
+    from hemalite.files import write_json
+
+    first = next((r for r in results if r), None)
+    if first is None:
+        return None
+    path = os.path.splitext(first)[0] + ".config.json"
+    write_json(path, {**asdict(config), "hemalite": __version__})
+    return path
+
+
 class ResultWriter:
     """CSV and/or JSONL results, one row per input, flushed as they come."""
 

@@ -49,14 +49,17 @@ def _model_help() -> str:
 @click.option("--video", type=click.Path(dir_okay=False), help="Classify the frames of a video file.")
 @click.option("--manifest", type=click.Path(dir_okay=False, exists=True),
               help="Classify the images a CSV manifest lists (its 'path' column), e.g. a test split.")
-@click.option("--data-root", default=".", show_default=True,
+@click.option("--data-root", default=classify.ClassifyConfig.data_root, show_default=True,
               help="Folder the manifest's relative paths start from.")
-@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--top-k", type=click.IntRange(min=1), default=classify.ClassifyConfig.top_k,
+              show_default=True,
               help="Classes shown per image (at most the model's number of labels).")
-@click.option("--min-confidence", type=Confidence(), default="auto", show_default=True,
+@click.option("--min-confidence", type=Confidence(), show_default=True,
+              default=classify.ClassifyConfig.min_confidence,
               help="Below this top probability the result is REFER (low-confidence). 'auto' "
                    "uses the floor stored in the model by `hemalite convert` (0 if it has none).")
-@click.option("--domain-check/--no-domain-check", default=True, show_default=True,
+@click.option("--domain-check/--no-domain-check", show_default=True,
+              default=classify.ClassifyConfig.domain_check,
               help="REFER images unlike the training images (out-of-domain): the model's "
                    "features, cell size and stain colour, as fitted and stored in the model.")
 @click.option("--heatmaps", "heatmap_dir", type=click.Path(file_okay=False),
@@ -66,15 +69,18 @@ def _model_help() -> str:
 @click.option("--jsonl", "jsonl_path", type=click.Path(dir_okay=False), help="Write results as JSON lines.")
 @click.option("--num-threads", type=click.IntRange(min=1), default=os.cpu_count() or 1,
               show_default=True, help="Interpreter threads.")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1), default=classify.ClassifyConfig.workers,
+              show_default=True,
               help="Decoding threads for files (overlap with inference).")
 @click.option("--strict", is_flag=True, help="Stop at the first input that fails.")
 @click.option("--quiet", is_flag=True, help="Only the summary, no per-image or per-frame lines.")
 @click.option("--headless", is_flag=True, help="Never open a window (automatic with no display).")
 @click.option("--save-dir", type=click.Path(file_okay=False), help="Save annotated frames here.")
-@click.option("--every", type=click.IntRange(min=1), default=30, show_default=True,
+@click.option("--every", type=click.IntRange(min=1), default=classify.ClassifyConfig.every,
+              show_default=True,
               help="Camera/video: print and save every N-th frame.")
-@click.option("--max-frames", type=click.IntRange(min=0), default=0,
+@click.option("--max-frames", type=click.IntRange(min=0),
+              default=classify.ClassifyConfig.max_frames,
               help="Camera/video: stop after N frames (0 = no limit).")
 @click.option("--runtime", "runtime_name", type=click.Choice([r for r, _ in runtime.RUNTIMES]),
               default=None, help="Force a runtime  [default: first found of these]")
@@ -115,6 +121,10 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
                    "--min-confidence can REFER", err=True)
     summary = classify.Summary(model.info.labels)
     writer = classify.ResultWriter(csv_path, jsonl_path)
+    classify.write_config(classify.ClassifyConfig(
+        model.path, tuple(paths), manifest, data_root, camera, video, picamera, top_k,
+        str(min_confidence), checks.min_confidence, domain_check, heatmap_dir,
+        model.num_threads, model.runtime, workers, every, max_frames), csv_path, jsonl_path)
     try:
         if streaming:
             code = _run_frames(model, summary, writer, camera, picamera, video, top_k,

@@ -112,6 +112,10 @@ def cli_defaults_differing(command, config_cls, skip=()) -> dict:
     config dataclass's: the defaults are written once, in the dataclass."""
     fields = {f.name: f.default for f in dataclasses.fields(config_cls)
               if f.default is not dataclasses.MISSING}
+    def unset(default) -> bool:  # click's "no default" (a sentinel in click 8.2+, else None)
+        return default is None or type(default).__name__ == "Sentinel"
+
     return {p.name: (p.default, fields[p.name]) for p in command.params
             if p.name in fields and p.name not in skip and not getattr(p, "is_flag", False)
-            and p.default != fields[p.name]}
+            and p.default != fields[p.name]
+            and not (unset(p.default) and fields[p.name] in (None, ()))}

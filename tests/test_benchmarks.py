@@ -15,7 +15,7 @@ from hemalite.benchmarks import measure
 from hemalite.cli import main
 from hemalite.benchmarks.report import machine_line
 from hemalite.metrics import classification_metrics, expected_calibration_error
-from tests.helpers import TINY_INT8, make_dataset
+from tests.helpers import TINY_INT8, cli_defaults_differing, make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,6 +110,8 @@ def test_report_schema_and_files(report):
         assert (out / name).stat().st_size > 0, name
     md = (out / "report.md").read_text()
     assert md.index("| variant | size (MB)") < md.index("## Latency")  # headline first
+    config = json.loads((out / "bench_config.json").read_text())
+    assert config["runs"] == 20 and config["threads"] == [1, 2] and config["keras_too"]
 
 
 @pytest.mark.slow
@@ -246,3 +248,12 @@ def test_edge_bench_refuses_bad_numbers_with_the_option_name(tiny_int8, tmp_path
         "--no-progress", *args])
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}'" in result.output
+
+
+def test_bench_options_default_to_the_config():
+    from hemalite.benchmarks.cli import BenchConfig, edge_bench_command
+
+    differing = cli_defaults_differing(edge_bench_command, BenchConfig, skip=("threads",))
+    assert differing == {}
+    threads = next(p for p in edge_bench_command.params if p.name == "threads")
+    assert threads.type.convert(threads.default, None, None) == BenchConfig.threads

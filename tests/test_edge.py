@@ -17,7 +17,8 @@ from hemalite.edge import classify
 from hemalite.edge import runtime, sources
 from hemalite.edge.cli import classify_command
 from hemalite.metadata import MetadataError
-from tests.helpers import TINY_INT8, bad_files, make_dataset, nest, unusual_images
+from tests.helpers import (TINY_INT8, bad_files, cli_defaults_differing, make_dataset, nest,
+                           unusual_images)
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +91,9 @@ def test_folder_with_ground_truth_prints_accuracy_and_writes_csv_jsonl(tiny_tfli
     assert all(len(r["top_k"].split(";")) == 2 for r in rows)
     lines = [json.loads(x) for x in out_jsonl.read_text().splitlines()]
     assert len(lines) == 9 and all(x["label"] == x["truth"] for x in lines)
+    config = json.loads((tmp_path / "r.config.json").read_text())  # how the results were made
+    assert config["top_k"] == 2 and config["model"] == str(tiny_tflite["int8"])
+    assert config["min_confidence"] == "auto" and config["floor"] is not None
 
 
 def test_ground_truth_is_the_class_folder_under_the_root_given_at_any_depth():
@@ -336,3 +340,11 @@ def test_each_installed_runtime_gives_the_same_answer(tiny_tflite, name):
         reference = runtime.load_model(tiny_tflite["int8"], runtime=other).predict_batch(pixels)
         np.testing.assert_allclose(scores, reference, rtol=0, atol=step * 1.001,
                                    err_msg=f"{name} vs {other}")
+
+
+def test_classify_options_default_to_the_config():
+    from hemalite.edge.cli import classify_command
+
+    # --num-threads defaults to the CPU count; the config records the count used
+    assert cli_defaults_differing(classify_command, classify.ClassifyConfig,
+                                  skip=("num_threads",)) == {}
