@@ -202,15 +202,20 @@ def export_model(model, projection: tuple[np.ndarray, np.ndarray] | None = None)
         "cam": keras.ops.reshape(cam, (-1, rows * cols * classes))})
 
 
-def fit_domain(run: Run, cfg: ConvertConfig) -> tuple[tuple, dom.DomainCheck]:
+def fit_domain(run: Run, cfg: ConvertConfig) -> tuple[tuple | None, dom.DomainCheck | None]:
     """Fit the domain check on the training split: ((W, b), the check without its
-    thresholds and floor, which domain_check sets per variant on validation images)."""
+    thresholds and floor, which domain_check sets per variant on validation images);
+    (None, None) when the features do not vary enough to fit one."""
     from hemalite.contract import preprocess
     from hemalite.train.model import feature_extractor
 
     x, y, _ = data.load_pixels(run.data_dir, run.samples("train"), run.spec, progress=False)
     extractor = feature_extractor(run.model)
     features = extractor.predict(x.astype(np.float32), batch_size=32, verbose=0)
+    if not dom.features_vary(features):
+        log.warning("the model's features hardly differ between training images (is it "
+                    "trained?): no domain check, no heatmaps in this conversion")
+        return None, None
     weights, bias, means = dom.fit_whitening(features, y, cfg.domain_dims)
     outliers = np.stack([preprocess(np.ascontiguousarray(o), run.spec) for o in
                          dom.synthetic_outliers(x, np.random.default_rng(cfg.seed))])

@@ -60,6 +60,16 @@ def fit_whitening(features: np.ndarray, labels: np.ndarray, dims: int = 64,
         (class_means @ inv_sqrt).astype(np.float32)
 
 
+def features_vary(features: np.ndarray, min_spread: float = 1e-3) -> bool:
+    """Whether the features differ between images enough to whiten: mean per-feature
+    standard deviation at least `min_spread` x their mean magnitude. A barely trained model
+    gives (nearly) the same features for every image; whitening them multiplies by ~1e8,
+    and LiteRT's XNNPACK delegate aborts the process on such an int8 graph (measured with
+    LiteRT 2.3.0 on a 1-epoch from-scratch model: spread 3e-7)."""
+    features = np.asarray(features, np.float64)
+    return bool(features.std(0).mean() >= min_spread * (np.abs(features).mean() + 1e-12))
+
+
 def feature_score(z: np.ndarray, means: np.ndarray) -> np.ndarray:
     """min over classes of the mean squared distance to the class mean: (N,) or scalar."""
     z = np.atleast_2d(np.asarray(z, np.float64))

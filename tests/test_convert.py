@@ -217,3 +217,32 @@ def test_labels_with_spaces_survive_train_convert_and_the_edge(tmp_path):
     assert converted.exit_code == 0, converted.output
     model = load_model(run / "tflite" / "model_float32.tflite")
     assert model.info.labels == ("b-2", "class A")
+
+
+def test_an_untrained_model_converts_to_int8_without_a_domain_check(tmp_path):
+    """A barely trained model's features do not vary; whitening them once made an int8 graph
+    that aborted LiteRT's XNNPACK delegate (double free). Subprocesses: an abort would take
+    pytest down."""
+    from tests.helpers import make_dataset
+
+    make_dataset(tmp_path / "data")
+    hemalite = [str(Path(sys.executable).parent / "hemalite")]
+    train = subprocess.run(hemalite + [
+        "train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--weights", "none",
+        "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "--no-ground",
+        "--no-acquisition", "--no-augment", "--no-progress"], capture_output=True, text=True,
+        timeout=600)
+    assert train.returncode == 0, train.stderr[-2000:]
+    done = subprocess.run(hemalite + ["convert", str(tmp_path / "run"), "--int8",
+                                      "--calib-size", "16", "--threshold", "0"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no domain check" in done.stderr
+    code = ("import sys, numpy as np; from hemalite.edge.runtime import load_model; "
+            "m = load_model(sys.argv[1]); print(m.domain, m.has_output('cam'), "
+            "m.predict(np.zeros((32, 32, 3), np.uint8)).shape)")
+    run = subprocess.run([sys.executable, "-c", code,
+                          str(tmp_path / "run" / "tflite" / "model_int8.tflite")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["None", "False", "(3,)"]

@@ -54,6 +54,13 @@ def test_ground_layer_runs_in_int8_and_matches_the_numpy_mask():
         assert np.mean(np.abs(got - expected) <= 4) > 0.97  # int8 steps of ~1 grey level
 
 
+def test_features_that_do_not_vary_are_not_whitened():
+    rng = np.random.default_rng(0)
+    trained = rng.normal(1.0, 0.5, (50, 16))
+    untrained = 0.006 + rng.normal(0, 1e-9, (50, 16))  # a 1-epoch model from scratch
+    assert dom.features_vary(trained) and not dom.features_vary(untrained)
+
+
 def test_fit_whitening_gives_unit_within_class_covariance():
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 200)
