@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Regenerate hemalite/third_party/metadata_schema.py from metadata_schema.fbs (`make
-# metadata-schema`). Needs flatc (Debian: apt-get install flatbuffers-compiler). CI does not
-# run this: the generated module is committed.
+# metadata-schema`). Needs flatc: installed here from Debian's flatbuffers-compiler when
+# missing (as root; else it says the command). CI does not run this: the module is committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v flatc > /dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "flatc not found: sudo apt-get install flatbuffers-compiler, then run this again" >&2
+    exit 2
+  fi
+  apt-get update -qq && apt-get install -y -qq flatbuffers-compiler > /dev/null
+fi
 src=hemalite/third_party/metadata_schema.fbs
 out=hemalite/third_party/metadata_schema.py
 tmp=$(mktemp -d)
