@@ -18,7 +18,7 @@ from collections import Counter
 import numpy as np
 
 from hemalite import shifts
-from hemalite.edge.assess import assess, heatmap_mass, leukocyte_region, visible_mask
+from hemalite.edge.assess import assess, heatmap_mass, masks
 from hemalite.edge.runtime import load_model
 
 
@@ -36,7 +36,7 @@ def _evaluate(model, images: np.ndarray, y: np.ndarray, heat: bool = False) -> d
         if a.reason is None:
             accepted.append(label == truth)
         if heat and a.cam is not None:
-            region, visible = leukocyte_region(image), visible_mask(model, image)
+            region, visible = masks(model, image)
             mass = heatmap_mass(a.cam, label, region, visible)
             if mass is not None:
                 on_cells.append(mass)

@@ -105,7 +105,13 @@ def visible_mask(model: Model, pixels: np.ndarray) -> np.ndarray | None:
     """The pixels a cell-grounded model sees (its Ground layer's mask, hemalite.cells), in
     [0, 1]; None for a model that sees the whole image. Everything outside this mask reaches
     the model as one grey, so no evidence can come from there (tests/test_grounding.py)."""
-    return cells.soft_mask(pixels) if model.info.extra.get("ground") else None
+    return masks(model, pixels)[1]
+
+
+def masks(model: Model, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(leukocyte_region, visible_mask) of the model's input from one stain mask."""
+    soft = cells.soft_mask(pixels)
+    return soft >= 0.5, (soft if model.info.extra.get("ground") else None)
 
 
 def heatmap_mass(cam: np.ndarray, label: int, region: np.ndarray,
@@ -147,7 +153,8 @@ def heatmap_panel(rgb: np.ndarray, pixels: np.ndarray, cam: np.ndarray, label: i
 
     heat = heatmap(cam, label, rgb.shape[:2], visible)
     overlay = (rgb * (1 - alpha) + colourise(heat) * alpha).astype(np.uint8)
-    mask = Image.fromarray(leukocyte_region(pixels)).resize(rgb.shape[1::-1], Image.NEAREST)
+    region = leukocyte_region(pixels) if visible is None else visible >= 0.5  # same mask
+    mask = Image.fromarray(region).resize(rgb.shape[1::-1], Image.NEAREST)
     outlined = rgb.copy()
     outlined[outline(np.asarray(mask))] = (0, 255, 0)
     return np.concatenate([rgb, overlay, outlined], axis=1)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from hemalite.contract import ImageError, InputSpec, load_image, preprocess
+from hemalite.errors import HemaliteError
 from hemalite.edge.assess import assess, heatmap_panel, visible_mask
 from hemalite.edge.runtime import Model, top_k
 from hemalite.edge.sources import display_name
@@ -277,6 +278,19 @@ def write_config(config: ClassifyConfig, *results: str | None) -> str | None:
     return path
 
 
+class OutputError(HemaliteError):
+    """A results file that cannot be written (one line, no traceback)."""
+
+
+def _open_output(path: str, newline: str | None = None):
+    """Open a results file for writing, making its folder as --heatmaps and --save-dir do."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return open(path, "w", newline=newline, encoding="utf-8")
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+
+
 class ResultWriter:
     """CSV and/or JSONL results, one row per input, flushed as they come."""
 
@@ -284,13 +298,13 @@ class ResultWriter:
         self._files = []
         self._csv = self._jsonl = None
         if csv_path:
-            fh = open(csv_path, "w", newline="", encoding="utf-8")
+            fh = _open_output(csv_path, newline="")
             self._files.append(fh)
             self._csv = (fh, csv.writer(fh))
             self._csv[1].writerow(["source", "label", "probability", "top_k", "error", "truth",
                                    "reason", "detail", "time_s"])
         if jsonl_path:
-            self._jsonl = open(jsonl_path, "w", encoding="utf-8")
+            self._jsonl = _open_output(jsonl_path)
             self._files.append(self._jsonl)
 
     def write(self, r: Result) -> None:

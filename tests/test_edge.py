@@ -348,3 +348,16 @@ def test_classify_options_default_to_the_config():
     # --num-threads defaults to the CPU count; the config records the count used
     assert cli_defaults_differing(classify_command, classify.ClassifyConfig,
                                   skip=("num_threads",)) == {}
+
+
+def test_results_go_into_a_new_folder_and_an_unwritable_one_is_one_line(tiny_tflite, tmp_path):
+    folder = colour_folder(tmp_path / "imgs")
+    result = run_cli(folder, "--model", tiny_tflite["int8"], "--csv",
+                     tmp_path / "new" / "r.csv", *NOT_SMEARS)
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "new").iterdir()} == {"r.csv", "r.config.json"}
+    (tmp_path / "file").write_text("not a folder")
+    result = run_cli(folder, "--model", tiny_tflite["int8"], "--csv",
+                     tmp_path / "file" / "r.csv", *NOT_SMEARS)
+    assert result.exit_code == 2 and "cannot write" in result.output
+    assert "Traceback" not in result.output
