@@ -131,7 +131,9 @@ class Summary:
         why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
         lines = [f"{self.n} inputs: {self.classified} classified, {self.failed} failed, "
                  f"{self.refer} REFER (for a morphologist{': ' + why if why else ''})"]
-        lines.append("per class: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())))
+        if self.counts:  # nothing classified (every input failed): no empty line
+            lines.append("per class: " + ", ".join(f"{k} {v}"
+                                                   for k, v in sorted(self.counts.items())))
         if self.truth:
             k, accuracy = len(self.labels), self.accuracy()
             decided = sum(p < k for p in self.predicted)

@@ -139,6 +139,16 @@ def test_every_bad_input_gets_a_line_and_the_run_goes_on(tiny_tflite, tmp_path):
     assert "9 classified, 7 failed" in out
 
 
+def test_a_run_where_every_input_failed_says_so_without_an_empty_class_line(tiny_tflite,
+                                                                            tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("not an image")
+    result = run_cli(tmp_path, "--model", tiny_tflite["int8"])
+    assert result.exit_code == 1
+    assert "2 inputs: 0 classified, 2 failed" in result.output
+    assert "per class:" not in result.output
+
+
 def test_strict_stops_at_the_first_failure(tiny_tflite, tmp_path):
     (tmp_path / "a_bad.jpg").write_bytes(b"")
     Image.new("RGB", (40, 40), (210, 40, 40)).save(tmp_path / "b_good.jpg")
