@@ -110,6 +110,22 @@ def test_random_acquisition_varies_but_keeps_the_image():
     assert len({o.tobytes() for o in outs}) > 1
 
 
+def test_random_acquisition_combines_shifts_in_the_microscope_order(monkeypatch):
+    applied = []
+    real = shifts.apply_shift
+    monkeypatch.setattr(shifts, "apply_shift",
+                        lambda rgb, name, value: applied.append(name) or real(rgb, name, value))
+    rng, order = np.random.default_rng(3), list(shifts.JITTER)
+    per_image = []
+    for _ in range(200):
+        applied.clear()
+        shifts.random_acquisition(_image(), rng)
+        assert applied == sorted(applied, key=order.index)  # focus before lamp ... JPEG last
+        per_image.append(len(applied))
+    assert max(per_image) >= 3 and min(per_image) == 0  # several at once, or none
+    assert abs(np.mean(per_image) - shifts.JITTER_P * len(order)) < 0.3
+
+
 def test_closeups_centre_the_largest_leukocyte_and_skip_empty_fields():
     from hemalite.benchmarks.ood import closeups
 
