@@ -25,6 +25,9 @@ from hemalite.convert.export import ConvertConfig  # the click defaults are its 
               help="Representative images, stratified from the training split.")
 @click.option("--calib-dir", default=ConvertConfig.calib_dir,
               help="Calibrate on images from this folder instead.")
+@click.option("--calib-jitter", type=click.FloatRange(0, 1), default=ConvertConfig.calib_jitter,
+              show_default=True, help="Share of calibration images put through training's "
+              "acquisition jitter (other lamps, stains, objectives), so int8 ranges cover them.")
 @click.option("--verify-split", type=click.Choice(["val", "test", "train"]),
               default=ConvertConfig.verify_split, show_default=True,
               help="Split the variants are checked on.")
@@ -53,7 +56,7 @@ def convert_command(run_dir, want, all_variants, verbose, **options):
     calib = result["calibration"]
     if calib:
         click.echo(f"calibrated on {calib['size']} images from the {calib['source']}"
-                   f" ({len(calib['skipped'])} skipped)")
+                   f" ({len(calib['skipped'])} skipped, {calib['jittered']} jittered)")
     click.echo(result["table"])
     for variant, path in result["paths"].items():
         if path.exists():

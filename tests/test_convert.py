@@ -117,7 +117,7 @@ def test_converted_metadata_decodes_with_the_generated_reader(tiny_tflite):
 
 def test_representative_data_come_from_the_training_split_only(tiny_run):
     run = export.load_run(tiny_run)
-    cfg = export.ConvertConfig(run_dir=str(tiny_run), calib_size=10_000)
+    cfg = export.ConvertConfig(run_dir=str(tiny_run), calib_size=10_000, calib_jitter=0.0)
     calib, info = export.calibration_images(run, cfg)
     train_x, _, _ = data.load_pixels(run.data_dir, run.samples("train"), run.spec, False)
     test_x, _, _ = data.load_pixels(run.data_dir, run.samples("test"), run.spec, False)
@@ -127,6 +127,17 @@ def test_representative_data_come_from_the_training_split_only(tiny_run):
     assert not any(img.tobytes() in {c.tobytes() for c in calib} for img in test_x)
     small = export.stratified(run.samples("train"), 6, seed=0)
     assert sorted({s.label for s in small}) == [0, 1, 2]
+
+
+def test_calibration_jitter_changes_the_chosen_share_of_training_images(tiny_run):
+    run = export.load_run(tiny_run)
+    clean, _ = export.calibration_images(run, export.ConvertConfig(run_dir=str(tiny_run),
+                                                                   calib_jitter=0.0))
+    calib, info = export.calibration_images(run, export.ConvertConfig(run_dir=str(tiny_run)))
+    assert info["jittered"] == round(export.ConvertConfig.calib_jitter * len(calib)) > 0
+    changed = sum(a.tobytes() != b.tobytes() for a, b in zip(clean, calib))
+    assert 0 < changed <= info["jittered"]  # a draw may leave an image as it was
+    assert calib.shape == clean.shape and calib.dtype == np.uint8
 
 
 def test_convert_cli_prints_the_verification_table(tiny_run, tmp_path):

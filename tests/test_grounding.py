@@ -95,7 +95,7 @@ def test_the_operating_floor_spends_only_what_the_other_reasons_left_of_the_budg
 @pytest.mark.slow
 @pytest.mark.tensorflow
 def test_domain_check_is_fitted_on_training_data_and_travels_in_the_model(tiny_run, tiny_tflite):
-    from hemalite.convert.export import ConvertConfig, load_run
+    from hemalite.convert.export import ConvertConfig, fit_domain, load_run, variant_outputs
     from hemalite.train import data
     from hemalite.train.model import feature_extractor
 
@@ -112,6 +112,12 @@ def test_domain_check_is_fitted_on_training_data_and_travels_in_the_model(tiny_r
         assert set(check.outlier) == {"weights", "bias", "threshold"}
         assert len(check.outlier["weights"]) == len(check.means[0])
         assert not check.leukocytes  # colour squares: no stain, so no no-leukocyte rule
+        # the outlier score is refitted on this variant's own features of training images
+        _, _, (train_px, outlier_px) = fit_domain(run, ConvertConfig(run_dir=str(tiny_run)))
+        assert all(img.tobytes() in {t.tobytes() for t in x} for img in train_px)
+        own = dom.fit_outlier(variant_outputs(model, train_px)[1],
+                              variant_outputs(model, outlier_px)[1])
+        np.testing.assert_allclose(check.outlier["weights"], own["weights"], atol=1e-5)
         pixels = x[0]
         a = assess(model, pixels)
         assert a.domain_score is not None and read_cam(model, 3).shape[-1] == 3
