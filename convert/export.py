@@ -152,6 +152,8 @@ def jitter_share(images: np.ndarray, share: float, seed: int) -> int:
     trained to tolerate, not only this lab's; return how many."""
     from hemalite.shifts import random_acquisition
 
+    if not 0.0 <= share <= 1.0:
+        raise ConvertError(f"--calib-jitter must be between 0 and 1, not {share}")
     rng = np.random.default_rng(seed)
     chosen = rng.permutation(len(images))[:round(share * len(images))]
     for i in chosen:
@@ -218,37 +220,37 @@ def export_model(model, projection: tuple[np.ndarray, np.ndarray] | None = None)
         "cam": keras.ops.reshape(cam, (-1, rows * cols * classes))})
 
 
-# Training images (and as many synthetic outliers) each variant's outlier score is refitted on.
-OUTLIER_REFIT_IMAGES = 700
+# Training images, and as many synthetic outliers, each variant's outlier score is fitted on.
+OUTLIER_FIT_IMAGES = 700
 
 
 def fit_domain(run: Run, cfg: ConvertConfig) -> tuple:
-    """Fit the domain check on the training split: ((W, b), the check without its
-    thresholds and floor, which domain_check sets per variant on validation images, and
-    (training images, synthetic outliers) for domain_check to refit the outlier score on
-    the variant's own features); (None, None, None) when the features do not vary enough."""
+    """Fit the domain check on the training split: ((W, b), the check without its outlier
+    score, thresholds and floor, and (training images, synthetic outliers)), from which
+    domain_check fits the outlier score on each variant's own features and sets the
+    thresholds and floor on validation images; (None, None, None) when the features do not
+    vary enough to fit a check."""
     from hemalite.contract import preprocess
     from hemalite.train.model import feature_extractor
 
     x, y, _ = data.load_pixels(run.data_dir, run.samples("train"), run.spec, progress=False)
-    extractor = feature_extractor(run.model)
-    features = extractor.predict(x.astype(np.float32), batch_size=32, verbose=0)
+    features = feature_extractor(run.model).predict(x.astype(np.float32), batch_size=32,
+                                                    verbose=0)
     if not dom.features_vary(features):
         log.warning("the model's features hardly differ between training images (is it "
                     "trained?): no domain check, no heatmaps in this conversion")
         return None, None, None
     weights, bias, means = dom.fit_whitening(features, y, cfg.domain_dims)
-    outliers = np.stack([preprocess(np.ascontiguousarray(o), run.spec) for o in
-                         dom.synthetic_outliers(x, np.random.default_rng(cfg.seed))])
-    z_out = extractor.predict(outliers.astype(np.float32), batch_size=32, verbose=0)
     measures = [dom.cell_measures(img) for img in x]
     check = dom.DomainCheck(
         means=np.round(means, 5).tolist(), threshold=np.inf, acceptance=cfg.domain_acceptance,
         ranges=dom.fit_ranges(measures),
-        leukocytes=dom.stained_share(measures) >= 0.98,  # smears, not colour tests
-        outlier=dom.fit_outlier(features @ weights + bias, z_out @ weights + bias))
-    keep = np.random.default_rng(cfg.seed).permutation(len(x))[:OUTLIER_REFIT_IMAGES]
-    return (weights, bias), check, (x[keep], outliers[keep[keep < len(outliers)]])
+        leukocytes=dom.stained_share(measures) >= 0.98)  # smears, not colour tests
+    rng = np.random.default_rng(cfg.seed)
+    inside = x[rng.permutation(len(x))[:OUTLIER_FIT_IMAGES]]
+    outside = np.stack([preprocess(np.ascontiguousarray(o), run.spec)
+                        for o in dom.synthetic_outliers(inside, rng)])
+    return (weights, bias), check, (inside, outside)
 
 
 def convert_variant(saved_model: str, variant: str, calib: np.ndarray | None = None,
@@ -381,21 +383,20 @@ def variant_outputs(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def domain_check(path: Path, x: np.ndarray, y: np.ndarray, fitted: dom.DomainCheck,
-                 refit: tuple[np.ndarray, np.ndarray] | None = None) -> dom.DomainCheck:
-    """Set the domain thresholds and the confidence floor from this variant's own outputs on
-    validation images (int8 features are not float features: each variant gets its own).
-    With `refit` (training images, synthetic outliers), the outlier score is refitted on
-    this variant's features first: int8 moves features in ways float never shows it
-    (measured on the int8 model, row F: strong shifts accepted as malignant 14 -> 8 %).
-    The floor spends what is left of the referral budget (hemalite.domain.operating_floor)."""
+                 outlier_fit: tuple[np.ndarray, np.ndarray]) -> dom.DomainCheck:
+    """Complete the check for one variant from its own outputs (int8 features are not float
+    features: each variant gets its own): the outlier score fitted on `outlier_fit`
+    (training images, synthetic outliers; measured on the int8 model of row F, fitting it on
+    int8 rather than float features cut strong shifts accepted as malignant from 14 to 8 %),
+    then the thresholds and the confidence floor on validation images `x`, `y`. The floor
+    spends what is left of the referral budget (hemalite.domain.operating_floor)."""
     from hemalite.edge.runtime import load_model
 
     model = load_model(path)
+    check = dataclasses.replace(fitted, ranges=dict(fitted.ranges))
+    check.outlier = dom.fit_outlier(variant_outputs(model, outlier_fit[0])[1],
+                                    variant_outputs(model, outlier_fit[1])[1])
     probs, z = variant_outputs(model, x)
-    check = dataclasses.replace(fitted, ranges=dict(fitted.ranges), outlier=dict(fitted.outlier))
-    if refit is not None and check.outlier:
-        check.outlier = dom.fit_outlier(variant_outputs(model, refit[0])[1],
-                                        variant_outputs(model, refit[1])[1])
     scores = dom.feature_score(z, np.asarray(check.means))
     check.threshold = float(np.quantile(scores, check.acceptance))
     referred = scores > check.threshold
@@ -443,10 +444,10 @@ def convert(cfg: ConvertConfig) -> dict:
         calib, calibration = calibration_images(run, cfg)
         for line in calibration["skipped"]:
             log.warning("calibration image skipped: %s", line)
-    projection = fitted = refit = None
+    projection = fitted = outlier_fit = None
     if has_backbone(run.model):
         log.info("fitting the domain check on the training split")
-        projection, fitted, refit = fit_domain(run, cfg)
+        projection, fitted, outlier_fit = fit_domain(run, cfg)
     exported = export_model(run.model, projection)
     outputs = OUTPUTS if projection is not None else OUTPUTS[:1]
     x_val, y_val, _ = data.load_pixels(run.data_dir, run.samples("val"), run.spec,
@@ -461,7 +462,7 @@ def convert(cfg: ConvertConfig) -> dict:
             paths[variant] = out / f"model_{variant}.tflite"
             write_bytes(paths[variant], embed_metadata(flat, info))
             if fitted is not None:
-                check = domain_check(paths[variant], x_val, y_val, fitted, refit)
+                check = domain_check(paths[variant], x_val, y_val, fitted, outlier_fit)
                 info = dataclasses.replace(info, files={dom.DOMAIN_FILE: check.to_bytes()})
                 write_bytes(paths[variant], embed_metadata(flat, info))
     if cfg.verify_split == "val":

@@ -39,10 +39,12 @@ def int8_probabilities(run: export.Run, flat: bytes, x: np.ndarray, folder: str)
 
 
 def study_settings(calib) -> list[tuple[str, dict]]:
-    """(name, convert_variant keywords) of every setting; `calib(n, seed, views)` draws
-    that many stratified training images."""
+    """(name, convert_variant keywords) of every setting; `calib(n, seed, views, jitter)`
+    draws that many stratified training images (`jitter` of them through training's
+    acquisition jitter, as `hemalite convert --calib-jitter`)."""
     return [
-        ("300 train images (default)", dict(calib=calib(300))),
+        ("300 train images, half jittered (default)", dict(calib=calib(300))),
+        ("300 train images, none jittered", dict(calib=calib(300, jitter=0.0))),
         ("100 train images", dict(calib=calib(100))),
         ("1000 train images", dict(calib=calib(1000))),
         ("all 2087 train images", dict(calib=calib(10_000))),
@@ -75,9 +77,11 @@ def study_command(run_dir, out, debug_images):
     reference = run.model.predict(x_all.astype(np.float32), batch_size=32, verbose=0)
     train_samples = run.samples("train")
 
-    def calib(n: int, seed: int = 0, views: bool = False) -> np.ndarray:
+    def calib(n: int, seed: int = 0, views: bool = False,
+              jitter: float = export.ConvertConfig.calib_jitter) -> np.ndarray:
         picked = export.stratified(train_samples, n, seed)
         x, _, _ = data.load_pixels(run.data_dir, picked, run.spec, progress=False)
+        export.jitter_share(x, jitter, seed)
         return flips(x) if views else x
 
     settings = study_settings(calib)

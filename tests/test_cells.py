@@ -115,7 +115,9 @@ def test_random_acquisition_combines_shifts_in_the_microscope_order(monkeypatch)
     real = shifts.apply_shift
     monkeypatch.setattr(shifts, "apply_shift",
                         lambda rgb, name, value: applied.append(name) or real(rgb, name, value))
-    rng, order = np.random.default_rng(3), list(shifts.JITTER)
+    order = ["blur", "brightness", "contrast", "saturation", "hue", "jpeg"]
+    assert list(shifts.JITTER) == order  # optics, lamp, sensor, stain, then compression
+    rng = np.random.default_rng(3)
     per_image = []
     for _ in range(200):
         applied.clear()

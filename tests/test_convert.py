@@ -138,6 +138,8 @@ def test_calibration_jitter_changes_the_chosen_share_of_training_images(tiny_run
     changed = sum(a.tobytes() != b.tobytes() for a, b in zip(clean, calib))
     assert 0 < changed <= info["jittered"]  # a draw may leave an image as it was
     assert calib.shape == clean.shape and calib.dtype == np.uint8
+    with pytest.raises(export.ConvertError, match="between 0 and 1"):
+        export.jitter_share(clean, 1.5, seed=0)
 
 
 def test_convert_cli_prints_the_verification_table(tiny_run, tmp_path):
@@ -188,7 +190,7 @@ def test_bad_inputs_each_get_one_clear_message(tiny_run, tmp_path):
     Image.new("RGB", (40, 40), (200, 30, 30)).save(calib / "good.png")
     r = runner.invoke(main, ["convert", str(tiny_run), "--int8", "--calib-dir", str(calib),
                              "--out", str(tmp_path / "o2"), "--force"])
-    assert r.exit_code == 0 and "(1 skipped)" in r.output
+    assert r.exit_code == 0 and "(1 skipped, 0 jittered)" in r.output  # half of 1, rounded
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -206,7 +208,8 @@ def test_quantisation_study_runs_as_a_hemalite_subcommand(tiny_run, tmp_path):
                                        "--debug-images", "4"])
     assert result.exit_code == 0, result.output
     study = json.loads((tmp_path / "study.json").read_text())
-    assert len(study["rows"]) == 9 and study["worst_layers"]
+    assert len(study["rows"]) == 10 and study["worst_layers"]
+    assert study["rows"][0]["setting"].endswith("(default)")  # what convert does, first
     assert all(0 <= r["agreement_all"] <= 1 for r in study["rows"])
     per_tensor = next(r for r in study["rows"] if "per-tensor" in r["setting"])
     assert per_tensor["input_quantisation"][0] == "uint8"
