@@ -128,6 +128,21 @@ def test_random_acquisition_combines_shifts_in_the_microscope_order(monkeypatch)
     assert abs(np.mean(per_image) - shifts.JITTER_P * len(order)) < 0.3
 
 
+def test_random_acquisition_draws_objectives_below_and_above_x1_alike(monkeypatch):
+    factors = []
+    monkeypatch.setattr(shifts, "magnification", lambda rgb, f: factors.append(f) or rgb)
+    rng = np.random.default_rng(5)
+    for _ in range(2000):
+        shifts.random_acquisition(_image(), rng)
+    factors = np.array(factors)
+    low, high = shifts.MAGNIFY
+    assert factors.min() >= low and factors.max() <= high
+    assert abs(len(factors) / 2000 - shifts.MAGNIFY_P) < 0.04
+    # log-uniform: the share below x1 is log(1/low) / log(high/low), not (1-low)/(high-low)
+    expected = np.log(1 / low) / np.log(high / low)
+    assert abs((factors < 1).mean() - expected) < 0.04
+
+
 def test_closeups_centre_the_largest_leukocyte_and_skip_empty_fields():
     from hemalite.benchmarks.ood import closeups
 
