@@ -1,0 +1,76 @@
+"""Validation-split accuracy of a run's Keras model under every audit shift: the numbers
+training recipes are chosen on (benchmarks/reports/grounding_ablation.md), never the test split.
+
+    .venv/bin/python scripts/experiments/val_shifts.py runs/cellsF [runs/cellsG ...]
+        [--views 4] [--normalise-scale]
+
+--views 2 / 4 averages the probabilities over the image and its 90-degree rotation (and the
+two flips): test-time augmentation. --normalise-scale rescales each image so that its
+leukocytes' median inscribed radius is the training median (a stand-in for a lab's objective
+being measured and undone before the model). Both are experiments, not part of hemalite.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from hemalite import cells, shifts
+from hemalite.convert.export import load_run
+from hemalite.train import data
+
+TRAINING_MEDIAN_RADIUS = 12.9  # px at 224: median over 200 training images (all4)
+
+
+def leukocyte_radius(rgb: np.ndarray) -> float | None:
+    """Median over the leukocyte blobs of the largest inscribed circle's radius, in pixels:
+    touching cells merge into one blob but keep one cell's radius."""
+    import cv2
+
+    mask = cells.leukocyte_mask(rgb).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
+    distance = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
+    radii = [distance[labels == i].max() for i in range(1, count)
+             if stats[i, cv2.CC_STAT_AREA] >= cells.MIN_CELL_PIXELS]
+    return float(np.median(radii)) if radii else None
+
+
+def normalise_scale(rgb: np.ndarray, band: float = 1.05) -> np.ndarray:
+    radius = leukocyte_radius(rgb)
+    if radius is None:
+        return rgb
+    factor = float(np.clip(TRAINING_MEDIAN_RADIUS / radius, 0.6, 1.7))
+    return rgb if 1 / band < factor < band else shifts.magnification(rgb, factor)
+
+
+def views(x: np.ndarray, n: int) -> list[np.ndarray]:
+    out = [x, np.rot90(x, 1, axes=(1, 2)), x[:, :, ::-1], np.rot90(x, 3, axes=(1, 2))[:, ::-1]]
+    return out[:n]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--views", type=int, default=1, choices=(1, 2, 4))
+    parser.add_argument("--normalise-scale", action="store_true")
+    args = parser.parse_args()
+    loaded = [load_run(r) for r in args.runs]
+    first = loaded[0]
+    x, y, _ = data.load_pixels(first.data_dir, first.samples("val"), first.spec, progress=False)
+    cases = [("as is", None)] + [(shifts.shift_name(n, v), (n, v)) for n, v in shifts.AUDIT_SHIFTS]
+    table = {run.path.name: [] for run in loaded}
+    for name, shift in cases:
+        xs = x if shift is None else np.stack([shifts.apply_shift(img, *shift) for img in x])
+        if args.normalise_scale:
+            xs = np.stack([normalise_scale(img) for img in xs])
+        for run in loaded:
+            probs = np.mean([run.model.predict(v.astype(np.float32), batch_size=32, verbose=0)
+                             for v in views(xs, args.views)], axis=0)
+            table[run.path.name].append(100 * float((probs.argmax(1) == y).mean()))
+        print(f"{name:18s}", "  ".join(f"{k} {v[-1]:5.1f}" for k, v in table.items()), flush=True)
+    for k, v in table.items():
+        print(f"{k}: mean of the {len(v) - 1} shifts {np.mean(v[1:]):.2f}, worst {min(v[1:]):.1f}")
+
+
+if __name__ == "__main__":
+    main()
