@@ -128,7 +128,7 @@ def test_random_acquisition_combines_shifts_in_the_microscope_order(monkeypatch)
     assert abs(np.mean(per_image) - shifts.JITTER_P * len(order)) < 0.3
 
 
-def test_random_acquisition_draws_objectives_below_and_above_x1_alike(monkeypatch):
+def test_random_acquisition_draws_objectives_below_and_above_x1_about_equally(monkeypatch):
     factors = []
     monkeypatch.setattr(shifts, "magnification", lambda rgb, f: factors.append(f) or rgb)
     rng = np.random.default_rng(5)
@@ -140,7 +140,7 @@ def test_random_acquisition_draws_objectives_below_and_above_x1_alike(monkeypatc
     assert abs(len(factors) / 2000 - shifts.MAGNIFY_P) < 0.04
     # log-uniform: the share below x1 is log(1/low) / log(high/low), not (1-low)/(high-low)
     expected = np.log(1 / low) / np.log(high / low)
-    assert abs((factors < 1).mean() - expected) < 0.04
+    assert abs((factors < 1).mean() - expected) < 0.05  # uniform would give 0.37
 
 
 def test_closeups_centre_the_largest_leukocyte_and_skip_empty_fields():

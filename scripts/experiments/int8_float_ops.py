@@ -4,8 +4,9 @@
 
 Converts the run's probability head four ways from one calibration (hemalite convert's: 300
 training images, half jittered): all int8; the Ground layer (the stain mask) in float; the
-two, and the six, pointwise projections the TFLite QuantizationDebugger finds worst (largest
-RMSE / scale on jittered validation images) in float. Prints each one's top-1 agreement with
+two, and the six, pointwise projections one TFLite QuantizationDebugger run on the session-4
+model ranked worst (largest RMSE / scale on 65 jittered validation images; hard-coded below)
+in float. Prints each one's top-1 agreement with
 the float32 model and accuracy, on the validation split as is and under the audit's shifts.
 An experiment, not part of hemalite (the `mlir_quantize` call is TensorFlow-internal).
 """
