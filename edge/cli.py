@@ -167,7 +167,7 @@ def _floor(model, value: str | float, verbose: bool) -> float:
         floor = model.domain.min_confidence if model.domain else 0.0
         if verbose:
             click.echo(f"--min-confidence auto: {floor:.3f}"
-                       + ("" if model.domain else " (the model stores no floor)"), err=True)
+                       + ("" if floor else " (the model stores no floor)"), err=True)
         return floor
     return float(value)
 

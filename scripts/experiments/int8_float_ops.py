@@ -20,6 +20,7 @@ import numpy as np
 from hemalite import shifts
 from hemalite.convert.export import (ConvertConfig, calibration_images, export_model,
                                      export_saved_model, load_run, make_converter)
+from hemalite.convert.study import int8_probabilities  # metadata on, then the edge runtime
 from hemalite.train import data
 
 FLOAT_SETS = {
@@ -46,29 +47,6 @@ def quantise(calibrated: bytes, denylist: list[str]) -> bytes:
                                    output_data_type=tf.uint8, denylisted_nodes=denylist or None)
 
 
-def probabilities(flat: bytes, images: np.ndarray) -> np.ndarray:
-    """Dequantised probabilities; an int8 input (left when the first op stays float) takes
-    the pixels shifted by 128, which is what its scale 1 / zero point -128 means."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=flat, num_threads=2)
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    rows = []
-    for img in images:
-        x = img[None]
-        if inp["dtype"] == np.int8:
-            x = (x.astype(np.int16) - 128).astype(np.int8)
-        elif inp["dtype"] == np.float32:
-            x = x.astype(np.float32)
-        it.set_tensor(inp["index"], x)
-        it.invoke()
-        p = it.get_tensor(out["index"])[0].astype(np.float32)
-        scale, zero = out["quantization"]
-        rows.append((p - zero) * scale if scale else p)
-    return np.array(rows)
-
-
 def main(run_dir: str) -> None:
     run = load_run(run_dir)
     calib, _ = calibration_images(run, ConvertConfig(run_dir=run_dir))
@@ -82,18 +60,24 @@ def main(run_dir: str) -> None:
         converter.experimental_mlir_quantizer = True
         converter._experimental_calibrate_only = True
         calibrated = converter.convert()
-    names = op_outputs(reference)
-    ref = [probabilities(reference, s).argmax(1) for s in sets]
-    print(f"float32: as is {100 * (ref[0] == y).mean():.1f} %, mean of the shifts "
-          f"{np.mean([100 * (r == y).mean() for r in ref[1:]]):.2f} %")
-    for label, keys in FLOAT_SETS.items():
-        flat = quantise(calibrated, [n for n in names if any(k in n for k in keys)])
-        top = [probabilities(flat, s).argmax(1) for s in sets]
-        agree = [(t == r).mean() for t, r in zip(top, ref)]
-        acc = [100 * (t == y).mean() for t in top]
-        print(f"{label:30s} {len(flat):>9,} B  agreement as is {agree[0]:.4f}, shifted "
-              f"{np.mean(agree[1:]):.4f}; accuracy as is {acc[0]:.1f} %, mean of the shifts "
-              f"{np.mean(acc[1:]):.2f} %", flush=True)
+        names = op_outputs(reference)
+
+        def top1(flat: bytes) -> list[np.ndarray]:
+            # an input left int8 (first op in float) has scale 1, zero point -128: the runtime's
+            # quantise() maps the pixels onto it as onto a uint8 input
+            return [int8_probabilities(run, flat, s, tmp).argmax(1) for s in sets]
+
+        ref = top1(reference)
+        print(f"float32: as is {100 * (ref[0] == y).mean():.1f} %, mean of the shifts "
+              f"{np.mean([100 * (r == y).mean() for r in ref[1:]]):.2f} %")
+        for label, keys in FLOAT_SETS.items():
+            flat = quantise(calibrated, [n for n in names if any(k in n for k in keys)])
+            top = top1(flat)
+            agree = [(t == r).mean() for t, r in zip(top, ref)]
+            acc = [100 * (t == y).mean() for t in top]
+            print(f"{label:30s} {len(flat):>9,} B  agreement as is {agree[0]:.4f}, shifted "
+                  f"{np.mean(agree[1:]):.4f}; accuracy as is {acc[0]:.1f} %, mean of the shifts "
+                  f"{np.mean(acc[1:]):.2f} %", flush=True)
 
 
 if __name__ == "__main__":
