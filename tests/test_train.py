@@ -122,6 +122,44 @@ def test_resume_after_interruption_ends_where_an_uninterrupted_run_would(tiny_da
 
 
 @pytest.mark.slow
+def test_ema_saves_the_moving_average_of_the_best_epoch(tiny_data, tmp_path):
+    from hemalite.train.fit import TrainConfig, train
+
+    momentum = 0.5  # far from 1, so the average and the last weights clearly differ
+
+    class Record(keras.callbacks.Callback):  # the raw weights after every step
+        def __init__(self):
+            super().__init__()
+            self.steps, self.epochs = [], []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.steps.append([np.array(w) for w in self.model.trainable_weights])
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(len(self.steps))
+
+    cfg = TrainConfig(data_dir=str(tiny_data), out=str(tmp_path / "run"), weights="none",
+                      alpha=0.35, image_size=TINY_SIZE, epochs=3, batch_size=8, patience=10,
+                      learning_rate=1e-2, augment=False, progress=False, ema=momentum)
+    record = Record()
+    train(cfg, extra_callbacks=[record])
+    # Keras's average: the first step's weights, then m * average + (1 - m) * weights.
+    average, per_epoch = None, []
+    for i, step in enumerate(record.steps, 1):
+        average = step if average is None else [momentum * a + (1 - momentum) * w
+                                                for a, w in zip(average, step)]
+        if i in record.epochs:
+            per_epoch.append((average, step))
+    val_loss = json.loads((tmp_path / "run" / "history.json").read_text())["train"]["val_loss"]
+    expected, raw = per_epoch[int(np.argmin(val_loss))]
+    saved = keras.saving.load_model(tmp_path / "run" / "model.keras").trainable_weights
+    assert len(saved) == len(expected)
+    for s, e in zip(saved, expected):
+        np.testing.assert_allclose(np.array(s), e, rtol=1e-4, atol=1e-5)
+    assert max(np.abs(np.array(s) - r).max() for s, r in zip(saved, raw)) > 1e-4  # 10 x atol
+
+
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):
     script = f"""
 import tensorflow as tf

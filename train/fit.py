@@ -47,6 +47,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     dropout: float = 0.2
+    ema: float = 0.0  # fine-tuning: validate, keep and save the weights' moving average (0: off)
     patience: int = 5
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -382,8 +383,9 @@ def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch
     import keras
 
     with strategy.scope():
-        model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(keras.optimizers.Adam(lr, use_ema=cfg.ema > 0,
+                                            ema_momentum=cfg.ema or 0.99),
+                      "sparse_categorical_crossentropy", metrics=["accuracy"])
     (x_tr, y_tr), (x_va, y_va) = pixels["train"], pixels["val"]
     aug = augmenter(cfg.seed) if cfg.augment else None
     train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.seed,
@@ -394,9 +396,17 @@ def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch
     if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
         epoch_log.unlink()
     epoch_log.parent.mkdir(parents=True, exist_ok=True)
+    callbacks = _callbacks(cfg, backup)
+    if cfg.ema > 0:  # validation, early stopping's best epoch and the saved model: the average.
+        # Its swap at each epoch's end must come after BackupAndRestore (which backs up the
+        # raw weights with the average beside them) and before EarlyStopping (which keeps
+        # the best epoch's weights): callbacks run in list order.
+        backups = [c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore)]
+        callbacks = backups + [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] + \
+            [c for c in callbacks if c not in backups]
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
               shuffle=False,  # the dataset shuffles itself
-              callbacks=[*_callbacks(cfg, backup),
+              callbacks=[*callbacks,
                          keras.callbacks.CSVLogger(str(epoch_log), append=True),
                          *extra_callbacks], verbose=1 if cfg.progress else 0)
     return _read_epoch_log(epoch_log)
