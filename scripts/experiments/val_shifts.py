@@ -2,12 +2,14 @@
 training recipes are chosen on (benchmarks/reports/grounding_ablation.md), never the test split.
 
     .venv/bin/python scripts/experiments/val_shifts.py runs/cellsF [runs/cellsG ...]
-        [--views 4] [--normalise-scale]
+        [--views 4] [--normalise-scale] [--ensemble] [--errors]
 
 --views 2 / 4 averages the probabilities over the image and its 90-degree rotation (and the
 two flips): test-time augmentation. --normalise-scale rescales each image so that its
 leukocytes' median inscribed radius is the training median (a stand-in for a lab's objective
-being measured and undone before the model). Both are experiments, not part of hemalite.
+being measured and undone before the model). --ensemble adds a row for the runs' mean
+probabilities (one model file holding them all would cost their summed size and latency).
+--errors lists the images each run gets wrong as is. All are experiments, not part of hemalite.
 """
 from __future__ import annotations
 
@@ -53,20 +55,33 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--views", type=int, default=1, choices=(1, 2, 4))
     parser.add_argument("--normalise-scale", action="store_true")
+    parser.add_argument("--ensemble", action="store_true")
+    parser.add_argument("--errors", action="store_true")
     args = parser.parse_args()
     loaded = [load_run(r) for r in args.runs]
     first = loaded[0]
-    x, y, _ = data.load_pixels(first.data_dir, first.samples("val"), first.spec, progress=False)
+    samples = first.samples("val")
+    x, y, _ = data.load_pixels(first.data_dir, samples, first.spec, progress=False)
     cases = [("as is", None)] + [(shifts.shift_name(n, v), (n, v)) for n, v in shifts.AUDIT_SHIFTS]
     table = {run.path.name: [] for run in loaded}
+    if args.ensemble:
+        table["ensemble"] = []
     for name, shift in cases:
         xs = x if shift is None else np.stack([shifts.apply_shift(img, *shift) for img in x])
         if args.normalise_scale:
             xs = np.stack([normalise_scale(img) for img in xs])
+        every = []
         for run in loaded:
             probs = np.mean([run.model.predict(v.astype(np.float32), batch_size=32, verbose=0)
                              for v in views(xs, args.views)], axis=0)
             table[run.path.name].append(100 * float((probs.argmax(1) == y).mean()))
+            every.append(probs)
+            if args.errors and shift is None:
+                for i in np.flatnonzero(probs.argmax(1) != y):
+                    print(f"  {run.path.name} wrong as is: {samples[i].path} called "
+                          f"{run.labels[probs[i].argmax()]} {probs[i].max():.2f}")
+        if args.ensemble:
+            table["ensemble"].append(100 * float((np.mean(every, 0).argmax(1) == y).mean()))
         print(f"{name:18s}", "  ".join(f"{k} {v[-1]:5.1f}" for k, v in table.items()), flush=True)
     for k, v in table.items():
         print(f"{k}: mean of the {len(v) - 1} shifts {np.mean(v[1:]):.2f}, worst {min(v[1:]):.1f}")

@@ -1,0 +1,72 @@
+"""How close are the bench's "healthy cells closer up"? Each one's zoom, and the decision on it.
+
+    .venv/bin/python scripts/experiments/closeup_zoom.py [--model hemalite/models/hemalite_int8.tflite]
+        [--manifest hemalite/models/test_split.csv] [--data-root ../shared/data/all4] [--crop 2.5]
+
+The bench's stand-in for single-cell images of healthy white cells from another lab is
+hemalite.shifts.closeup: each Benign image cropped to 2.5 x the longer side of its largest
+stained blob. That blob is often two or three touching cells, so the crop is wider and the
+zoom (model side / crop side) smaller than a single cell's. This prints each close-up's zoom
+next to what `edge-classify` decides on it (the same assess()), sorted by zoom, and how many
+lie within the magnifications training jitters over (hemalite.shifts.MAGNIFY). It reads the
+test split's Benign images as out-of-domain material, as the bench does; nothing is tuned on
+it. `--crop 1.5` makes tighter crops, in which the blob fills two thirds of the frame (as in a
+single-cell camera's image). An experiment, not part of hemalite.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+
+import numpy as np
+
+from hemalite import cells, shifts
+from hemalite.contract import load_image, preprocess
+from hemalite.edge.assess import assess
+from hemalite.edge.runtime import load_model
+
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="hemalite/models/hemalite_int8.tflite")
+    parser.add_argument("--manifest", default="hemalite/models/test_split.csv")
+    parser.add_argument("--data-root", default="../shared/data/all4")
+    parser.add_argument("--healthy", default="Benign", help="the healthy class's label")
+    parser.add_argument("--crop", type=float, default=2.5,
+                        help="crop side / the blob's longer side (the bench's close-ups: 2.5)")
+    args = parser.parse_args()
+    model = load_model(args.model, num_threads=2)
+    spec = model.info.spec
+    with open(args.manifest, newline="") as fh:
+        healthy = [row["path"] for row in csv.DictReader(fh) if row["label"] == args.healthy]
+    rows = []
+    for rel in healthy:
+        pixels = preprocess(load_image(os.path.join(args.data_root, rel), spec), spec)
+        found = cells.find_cells(pixels)
+        crop = shifts.closeup(pixels, args.crop)
+        if not found or crop is None:
+            continue
+        zoom = spec.width / (args.crop * max(found[0].width, found[0].height))
+        result = assess(model, preprocess(np.ascontiguousarray(crop), spec),
+                        model.domain.min_confidence if model.domain else 0.0)
+        label = model.info.labels[int(result.probabilities.argmax())]
+        rows.append((zoom, label, float(result.probabilities.max()), result.reason or "accepted"))
+    rows.sort()
+    for zoom, label, p, decision in rows:
+        flag = "  <- accepted as malignant" if decision == "accepted" and label != args.healthy else ""
+        print(f"zoom x{zoom:4.2f}  {label:8s} {p:.2f}  {decision}{flag}")
+    decisions = [r[3] if r[3] != "accepted" else
+                 ("accepted as malignant" if r[1] != args.healthy else "accepted as healthy")
+                 for r in rows]
+    print(", ".join(f"{d}: {decisions.count(d)}" for d in sorted(set(decisions))))
+    zooms = np.array([r[0] for r in rows])
+    inside = (zooms <= shifts.MAGNIFY[1]).sum()
+    print(f"{len(rows)} close-ups; zoom median x{np.median(zooms):.2f} "
+          f"(x{zooms.min():.2f}-x{zooms.max():.2f}); {inside} at most x{shifts.MAGNIFY[1]:g}, "
+          "inside training's magnification jitter")
+
+
+if __name__ == "__main__":
+    main()
