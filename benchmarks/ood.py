@@ -4,8 +4,10 @@ In-domain: the benchmark's images (a test split). Out-of-domain, made here witho
 other stains and tissues and other microscopy (scikit-image's immunohistochemistry, cell
 and retina images, in crops), everyday photographs (scikit-image's), strong versions of the
 audit's shifts applied to the in-domain images, blank and noise frames, and the healthy
-class's cells seen closer up (each benign image cropped around its largest leukocyte, which
-then fills about 40 % of the width: the stand-in here for single-cell images of healthy
+class's cells seen closer up (each benign image cropped to 2.5 x the longer side of its
+largest stained blob: a single cell then fills about 40 % of the width, a cluster of touching
+cells less, so some of these lie within training's magnification range; measured in
+scripts/experiments/closeup_zoom.py: the stand-in here for single-cell images of healthy
 white cells from another lab's camera, which these images are not). scikit-image is
 optional (bench extra): without it those two kinds are left out and the report says so.
 """

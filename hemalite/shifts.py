@@ -75,9 +75,10 @@ def magnification(rgb: np.ndarray, factor: float) -> np.ndarray:
 
 
 def closeup(rgb: np.ndarray, zoom: float = 2.5) -> np.ndarray | None:
-    """A square crop `zoom` times the largest leukocyte's longer side, centred on it (mirrored
-    past the border): that cell as a single-cell camera at higher magnification would show
-    it. None when the image has no leukocyte. Not resized: callers preprocess."""
+    """A square crop `zoom` times the largest leukocyte blob's longer side, centred on it
+    (mirrored past the border): that cell as a single-cell camera at higher magnification
+    would show it (touching cells make one blob, seen less close). None when the image has
+    no leukocyte. Not resized: callers preprocess."""
     from hemalite.cells import find_cells
 
     found = find_cells(rgb)

@@ -126,20 +126,26 @@ def test_ema_saves_the_moving_average_of_the_best_epoch(tiny_data, tmp_path):
     from hemalite.train.fit import TrainConfig, train
 
     momentum = 0.5  # far from 1, so the average and the last weights clearly differ
+    backup = tmp_path / "run" / "checkpoints" / "backup" / "latest.weights.h5"
 
-    class Record(keras.callbacks.Callback):  # the raw weights after every step
+    class Record(keras.callbacks.Callback):  # runs after every hemalite callback
         def __init__(self):
             super().__init__()
-            self.steps, self.epochs = [], []
+            self.steps, self.epochs, self.backed_up = [], [], []
 
-        def on_train_batch_end(self, batch, logs=None):
+        def on_train_batch_end(self, batch, logs=None):  # the raw weights after every step
             self.steps.append([np.array(w) for w in self.model.trainable_weights])
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch, logs=None):  # what a resume would start from
             self.epochs.append(len(self.steps))
+            clone = keras.models.clone_model(self.model)
+            clone.load_weights(backup)
+            self.backed_up.append([np.array(w) for w in clone.trainable_weights])
 
+    # patience 1: this run stops early, so Keras's finalize writes the last raw weights and
+    # EarlyStopping's restore of the best epoch (an earlier one) must come after it.
     cfg = TrainConfig(data_dir=str(tiny_data), out=str(tmp_path / "run"), weights="none",
-                      alpha=0.35, image_size=TINY_SIZE, epochs=3, batch_size=8, patience=10,
+                      alpha=0.35, image_size=TINY_SIZE, epochs=8, batch_size=8, patience=1,
                       learning_rate=1e-2, augment=False, progress=False, ema=momentum)
     record = Record()
     train(cfg, extra_callbacks=[record])
@@ -151,12 +157,16 @@ def test_ema_saves_the_moving_average_of_the_best_epoch(tiny_data, tmp_path):
         if i in record.epochs:
             per_epoch.append((average, step))
     val_loss = json.loads((tmp_path / "run" / "history.json").read_text())["train"]["val_loss"]
+    assert len(val_loss) < cfg.epochs  # stopped early
     expected, raw = per_epoch[int(np.argmin(val_loss))]
     saved = keras.saving.load_model(tmp_path / "run" / "model.keras").trainable_weights
     assert len(saved) == len(expected)
     for s, e in zip(saved, expected):
         np.testing.assert_allclose(np.array(s), e, rtol=1e-4, atol=1e-5)
     assert max(np.abs(np.array(s) - r).max() for s, r in zip(saved, raw)) > 1e-4  # 10 x atol
+    for (_, raw), backed_up in zip(per_epoch, record.backed_up):  # the backup: raw weights
+        for b, r in zip(backed_up, raw):
+            np.testing.assert_allclose(b, r, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.slow

@@ -34,8 +34,9 @@ from hemalite.train.fit import TrainConfig  # the click defaults are its default
 @click.option("--dropout", type=float, default=TrainConfig.dropout, show_default=True)
 @click.option("--ema", type=click.FloatRange(0.0, 1.0, max_open=True), default=TrainConfig.ema,
               show_default=True,
-              help="Fine-tuning keeps an exponential moving average of the weights with this "
-                   "momentum (e.g. 0.99) and validates and saves the average; 0 turns it off.")
+              help="Fine-tuning (the single phase without pretrained weights) keeps an "
+                   "exponential moving average of the weights with this momentum (e.g. 0.99) "
+                   "and validates and saves the average; 0 turns it off.")
 @click.option("--patience", type=int, default=TrainConfig.patience, show_default=True,
               help="Early-stopping patience.")
 @click.option("--val-fraction", type=float, default=TrainConfig.val_fraction, show_default=True)

@@ -47,7 +47,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     dropout: float = 0.2
-    ema: float = 0.0  # fine-tuning: validate, keep and save the weights' moving average (0: off)
+    ema: float = 0.0  # fine-tuning (the single phase without pretrained weights): validate,
+    #                   keep and save the weights' moving average with this momentum (0: off)
     patience: int = 5
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -400,7 +401,11 @@ def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch
     if cfg.ema > 0:  # validation, early stopping's best epoch and the saved model: the average.
         # Its swap at each epoch's end must come after BackupAndRestore (which backs up the
         # raw weights with the average beside them) and before EarlyStopping (which keeps
-        # the best epoch's weights): callbacks run in list order.
+        # the best epoch's weights): callbacks run in list order. After a run that stops
+        # early, Keras's own finalize writes the last raw weights; EarlyStopping's
+        # restore_best_weights (on_train_end, after it) is what puts the average back.
+        # Without pretrained weights BatchNorm trains, and its statistics follow the raw
+        # weights, not the average.
         backups = [c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore)]
         callbacks = backups + [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] + \
             [c for c in callbacks if c not in backups]

@@ -5,13 +5,13 @@
 
 The bench's stand-in for single-cell images of healthy white cells from another lab is
 hemalite.shifts.closeup: each Benign image cropped to 2.5 x the longer side of its largest
-stained blob. That blob is often two or three touching cells, so the crop is wider and the
-zoom (model side / crop side) smaller than a single cell's. This prints each close-up's zoom
+stained blob. That blob is often wider than one cell (touching cells merge), so the crop is
+wider and the zoom (model side / crop side) smaller than a single cell's would be. This prints each close-up's zoom
 next to what `edge-classify` decides on it (the same assess()), sorted by zoom, and how many
 lie within the magnifications training jitters over (hemalite.shifts.MAGNIFY). It reads the
 test split's Benign images as out-of-domain material, as the bench does; nothing is tuned on
-it. `--crop 1.5` makes tighter crops, in which the blob fills two thirds of the frame (as in a
-single-cell camera's image). An experiment, not part of hemalite.
+it. `--crop 1.5` makes tighter crops, in which the blob fills two thirds of the frame (closer,
+we assume, to a single-cell camera's image). An experiment, not part of hemalite.
 """
 from __future__ import annotations
 
