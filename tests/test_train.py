@@ -169,6 +169,28 @@ def test_ema_saves_the_moving_average_of_the_best_epoch(tiny_data, tmp_path):
             np.testing.assert_allclose(b, r, rtol=1e-6, atol=1e-7)
 
 
+def test_train_seed_moves_the_weights_and_not_the_split(tiny_data, tmp_path):
+    from hemalite.train.fit import TrainConfig, prepare_splits, train
+
+    # epochs=0: the saved model is the initialisation, a pure function of the seed
+    base = dict(data_dir=str(tiny_data), weights="none", alpha=0.35, image_size=TINY_SIZE,
+                epochs=0, batch_size=8, progress=False)
+    runs = {"default": {}, "same": {"train_seed": 42}, "other": {"train_seed": 7}}
+    weights = {}
+    for name, extra in runs.items():
+        train(TrainConfig(out=str(tmp_path / name), **base, **extra))
+        model = keras.saving.load_model(tmp_path / name / "model.keras")
+        weights[name] = model.get_weights()
+        for split in ("train", "val", "test"):
+            assert (tmp_path / name / "splits" / f"{split}.csv").read_text() == \
+                (tmp_path / "default" / "splits" / f"{split}.csv").read_text()
+    assert all(np.array_equal(a, b) for a, b in zip(weights["default"], weights["same"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(weights["default"], weights["other"]))
+    # --seed itself still moves the split
+    assert prepare_splits(TrainConfig(out="unused", seed=7, **base))[0] != \
+        prepare_splits(TrainConfig(out="unused", **base))[0]
+
+
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus(tiny_data, tmp_path):
     script = f"""

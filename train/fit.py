@@ -52,13 +52,20 @@ class TrainConfig:
     patience: int = 5
     val_fraction: float = 0.1
     test_fraction: float = 0.1
-    seed: int = 42
+    seed: int = 42  # the split, and training's randomness unless train_seed is given
+    train_seed: int | None = None  # initialisation, shuffling, augmentation: another run on
+    #                                the same split (a seed study) without moving the split
     distribute: str = "none"  # "mirrored" (all local GPUs, else CPUs) or "multiworker"
     augment: bool = True  # the paper's set: rotation, flips, contrast, Gaussian noise
     ground: bool = True  # background outside the leukocyte mask set to one grey, in the model
     acquisition: bool = True  # + another lab's lamp, stain, focus, JPEG, magnification
     progress: bool = True
     force: bool = False  # replace whatever an earlier run left in `out`
+
+    @property
+    def randomness_seed(self) -> int:
+        """The seed of everything random in training but the split."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     @property
     def spec(self) -> InputSpec:
@@ -278,7 +285,7 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     from hemalite.train import model as models
 
     start = time.time()
-    keras.utils.set_random_seed(cfg.seed)
+    keras.utils.set_random_seed(cfg.randomness_seed)
     splits, labels, summary = prepare_splits(cfg)
     log.info("split: %s", {k: v for k, v in summary.items() if k != "skipped"})
     pixels = _load_splits(cfg, splits, summary)
@@ -388,8 +395,8 @@ def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch
                                             ema_momentum=cfg.ema or 0.99),
                       "sparse_categorical_crossentropy", metrics=["accuracy"])
     (x_tr, y_tr), (x_va, y_va) = pixels["train"], pixels["val"]
-    aug = augmenter(cfg.seed) if cfg.augment else None
-    train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.seed,
+    aug = augmenter(cfg.randomness_seed) if cfg.augment else None
+    train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.randomness_seed,
                              cfg.acquisition, drop_remainder=multiworker.leaves_replica_empty(
                                  len(x_tr) % cfg.batch_size, strategy.num_replicas_in_sync))
     val_ds = image_dataset(x_va, y_va, eval_batch["val"], False, None, cfg.seed)
