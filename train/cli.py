@@ -41,10 +41,10 @@ from hemalite.train.fit import TrainConfig  # the click defaults are its default
               help="Early-stopping patience.")
 @click.option("--val-fraction", type=float, default=TrainConfig.val_fraction, show_default=True)
 @click.option("--test-fraction", type=float, default=TrainConfig.test_fraction, show_default=True)
-@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=TrainConfig.seed, show_default=True,
               help="Seeds the train / validation / test split, and training's randomness "
                    "unless --train-seed is given.")
-@click.option("--train-seed", type=int, default=TrainConfig.train_seed,
+@click.option("--train-seed", type=click.IntRange(min=0), default=TrainConfig.train_seed,
               help="Seeds initialisation, shuffling and augmentation only: another run of "
                    "a recipe on the same split.")
 @click.option("--distribute", type=click.Choice(["none", "mirrored", "multiworker"]),

@@ -154,15 +154,22 @@ def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
     return {c: float(len(y) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
 
 
-def _callbacks(cfg: TrainConfig, backup_dir: Path | None):
+def _callbacks(cfg: TrainConfig, backup_dir: Path | None, ema: bool = False):
+    """The per-epoch callbacks, in the order they must run at an epoch's end: the rate cut,
+    then the backup a killed run resumes from (so it holds the cut rate and, with `ema`, the
+    raw weights with their average beside them), then the swap of the average into the
+    model, then early stopping, which keeps the best epoch's weights (the average's) and
+    restores them after Keras's own end-of-fit step has written the raw ones back."""
     import keras
 
-    cbs = [keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience,
-                                         restore_best_weights=True),
-           keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3,
+    cbs = [keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3,
                                              patience=max(1, cfg.patience // 2), min_lr=1e-6)]
     if backup_dir is not None:  # resume a killed run where it stopped
         cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
+    if ema:  # validation, the best epoch and the saved model: the average
+        cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    cbs.append(keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience,
+                                             restore_best_weights=True))
     return cbs
 
 
@@ -404,18 +411,9 @@ def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch
     if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
         epoch_log.unlink()
     epoch_log.parent.mkdir(parents=True, exist_ok=True)
-    callbacks = _callbacks(cfg, backup)
-    if cfg.ema > 0:  # validation, early stopping's best epoch and the saved model: the average.
-        # Its swap at each epoch's end must come after BackupAndRestore (which backs up the
-        # raw weights with the average beside them) and before EarlyStopping (which keeps
-        # the best epoch's weights): callbacks run in list order. After a run that stops
-        # early, Keras's own finalize writes the last raw weights; EarlyStopping's
-        # restore_best_weights (on_train_end, after it) is what puts the average back.
-        # Without pretrained weights BatchNorm trains, and its statistics follow the raw
-        # weights, not the average.
-        backups = [c for c in callbacks if isinstance(c, keras.callbacks.BackupAndRestore)]
-        callbacks = backups + [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] + \
-            [c for c in callbacks if c not in backups]
+    # With --ema and no pretrained weights, BatchNorm trains and its statistics follow the
+    # raw weights, not the average.
+    callbacks = _callbacks(cfg, backup, ema=cfg.ema > 0)
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
               shuffle=False,  # the dataset shuffles itself
               callbacks=[*callbacks,
