@@ -197,7 +197,7 @@ def export_model(model, projection: tuple[np.ndarray, np.ndarray] | None = None)
     """
     import keras
 
-    from hemalite.train.model import BACKBONE
+    from hemalite.train.model import BACKBONE, PREPROCESSING
 
     if projection is None or not has_backbone(model):
         return keras.Model(model.inputs, {"probability": model.outputs[0]})
@@ -207,7 +207,7 @@ def export_model(model, projection: tuple[np.ndarray, np.ndarray] | None = None)
     maps = keras.Model(backbone.inputs, [backbone.get_layer("out_relu").output, backbone.output])
     pixels = keras.Input(model.input_shape[1:], name="image")
     x = pixels
-    for name in ("ground", "scale"):
+    for name in PREPROCESSING:
         if name in names:
             x = model.get_layer(name)(x)
     fmap, pooled = maps(x)

@@ -32,6 +32,24 @@ def test_model_takes_raw_pixels_and_scales_inside():
     assert model.input_shape == (None, 32, 32, 3)
 
 
+def test_work_size_resizes_inside_the_model_and_its_export(tmp_path):
+    from hemalite.convert.export import export_model
+
+    model, backbone, head = models.build_mobilenet(3, 32, 0.35, "none", work_size=64)
+    assert model.input_shape == (None, 32, 32, 3) and backbone.input_shape == (None, 64, 64, 3)
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    grounded = model.get_layer("ground")(x)
+    resized = keras.ops.image.resize(grounded, (64, 64), interpolation="bilinear")
+    np.testing.assert_allclose(model(x), head(backbone(resized / 127.5 - 1.0)), atol=1e-5)
+    features = backbone.output_shape[-1]
+    exported = export_model(model, (np.eye(features, 4, dtype="float32"), np.zeros(4, "float32")))
+    out = exported(x)
+    np.testing.assert_allclose(out["probability"], model(x), atol=1e-5)
+    assert out["cam"].shape == (2, 2 * 2 * 3)  # the 64-px backbone's 2 x 2 map, not 32 px's 1 x 1
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(keras.models.load_model(tmp_path / "m.keras")(x), model(x), atol=1e-6)
+
+
 def test_fine_tuning_keeps_batchnorm_statistics_and_trains_the_top():
     # The shared ImageNet weights when present: random weights saturate ReLU6 with frozen
     # BatchNorm, leaving no gradient to show that the top moves.

@@ -20,6 +20,10 @@ from hemalite.train.fit import TrainConfig  # the click defaults are its default
               help="MobileNetV2 width; pretrained weights must be for this width.")
 @click.option("--image-size", type=int, default=TrainConfig.image_size, show_default=True,
               help="Input side in pixels.")
+@click.option("--work-size", type=click.IntRange(min=32), default=TrainConfig.work_size,
+              help="MobileNetV2: the side the backbone sees, the (grounded) input resized "
+                   "inside the model, e.g. 288: larger cells for the ImageNet features at "
+                   "(work size / image size)^2 the compute. Default: the image size.")
 @click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True,
               help="Max epochs of the head phase (single phase without pretrained weights).")
 @click.option("--fine-tune-epochs", type=int, default=TrainConfig.fine_tune_epochs,

@@ -40,6 +40,8 @@ class TrainConfig:
     weights: str = "imagenet"  # "imagenet" (Keras download), "none", or a .weights.h5 path
     alpha: float = 1.0
     image_size: int = 224
+    work_size: int | None = None  # the side the backbone sees (resized inside the model);
+    #                               None: image_size
     epochs: int = 50  # head phase (or the single phase): early stopping ends it sooner
     fine_tune_epochs: int = 7
     fine_tune_from: str = "Conv1"  # the whole backbone (BatchNorm stays frozen)
@@ -353,7 +355,7 @@ def _build(cfg: TrainConfig, num_classes: int, strategy):
             return models.build_cnn(num_classes, cfg.image_size, ground=cfg.ground), None, None
         if cfg.arch == "mobilenetv2":
             return models.build_mobilenet(num_classes, cfg.image_size, cfg.alpha, cfg.weights,
-                                          cfg.dropout, cfg.ground)
+                                          cfg.dropout, cfg.ground, cfg.work_size)
     raise ValueError(f"unknown --arch {cfg.arch!r} (mobilenetv2, cnn)")
 
 

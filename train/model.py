@@ -16,6 +16,7 @@ from hemalite.contract import NORM_MEAN, NORM_STD
 from hemalite.train.data import TrainError
 
 BACKBONE = "mobilenetv2"
+PREPROCESSING = ("ground", "resize", "scale")  # the layers before the backbone, when present
 
 
 @keras.saving.register_keras_serializable(package="hemalite")
@@ -42,6 +43,29 @@ class Ground(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="hemalite")
+class Resize(keras.layers.Layer):
+    """Bilinear resize to size x size (RESIZE_BILINEAR in the .tflite, int8 included).
+
+    Not keras.layers.Resizing: as a preprocessing layer its `training` defaults to True,
+    and a model called without `training` then ran its BatchNorm and dropout in training
+    mode (measured with Keras 3.15).
+    """
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size)
+
+    def call(self, x):
+        return keras.ops.image.resize(x, (self.size, self.size), interpolation="bilinear")
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}
 
 
 def resolve_weights(weights: str) -> str | None:
@@ -113,13 +137,25 @@ def build_head(num_features: int, num_classes: int, dropout: float) -> keras.Mod
 
 
 def build_mobilenet(num_classes: int, image_size: int = 224, alpha: float = 1.0,
-                    weights: str = "imagenet", dropout: float = 0.2, ground: bool = True
+                    weights: str = "imagenet", dropout: float = 0.2, ground: bool = True,
+                    work_size: int | None = None
                     ) -> tuple[keras.Model, keras.Model, keras.Model]:
-    """Return (model, backbone, head): raw pixels -> [Ground] -> Rescaling -> MobileNetV2 -> head."""
-    backbone = build_backbone(image_size, alpha, weights)
+    """Return (model, backbone, head): raw pixels -> [Ground] -> [Resizing] -> Rescaling ->
+    MobileNetV2 -> head.
+
+    `work_size` (default: `image_size`) is the side the backbone sees: the grounded image is
+    resized to it inside the model, so the input, the stain mask and the preprocessing
+    contract stay at `image_size`. Larger cells in pixels suit ImageNet features better
+    (the leukocytes of a 224-px all4 image are ~25 px across, under one cell of the 7 x 7
+    final feature map), at (work_size / image_size)^2 times the compute.
+    """
+    work_size = work_size or image_size
+    backbone = build_backbone(work_size, alpha, weights)
     head = build_head(backbone.output_shape[-1], num_classes, dropout)
     pixels = keras.Input((image_size, image_size, 3), name="image")
     x = Ground(name="ground")(pixels) if ground else pixels
+    if work_size != image_size:
+        x = Resize(work_size, name="resize")(x)
     x = keras.layers.Rescaling(1.0 / NORM_STD, offset=-NORM_MEAN / NORM_STD, name="scale")(x)
     model = keras.Model(pixels, head(backbone(x)), name="hemalite_mobilenetv2")
     return model, backbone, head
@@ -127,7 +163,7 @@ def build_mobilenet(num_classes: int, image_size: int = 224, alpha: float = 1.0,
 
 def feature_extractor(model: keras.Model) -> keras.Model:
     """Raw pixels -> pooled backbone features: every layer before the head, in order."""
-    steps = [model.get_layer(n) for n in ("ground", "scale", BACKBONE)
+    steps = [model.get_layer(n) for n in (*PREPROCESSING, BACKBONE)
              if n in {layer.name for layer in model.layers}]
     return keras.Sequential(steps, name="features")
 
