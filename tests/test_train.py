@@ -260,6 +260,14 @@ def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, messag
     assert not (tmp_path / "run").exists()  # a refused run leaves nothing behind
 
 
+def test_work_size_without_a_backbone_is_one_line(tiny_data, tmp_path):
+    result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--arch", "cnn",
+                                                "--work-size", "64"))
+    assert result.exit_code == 2
+    assert "--work-size resizes the input of MobileNetV2's backbone" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
 def tiny_run_args(run: Path, *changed):
     """The options the tiny_run fixture was trained with, as a command line."""
     config = json.loads((run / "config.json").read_text())

@@ -64,6 +64,11 @@ class TrainConfig:
     progress: bool = True
     force: bool = False  # replace whatever an earlier run left in `out`
 
+    def __post_init__(self):
+        if self.work_size is not None and self.arch != "mobilenetv2":
+            raise data.TrainError(f"--work-size resizes the input of MobileNetV2's backbone; "
+                                  f"--arch {self.arch} has none (leave --work-size out)")
+
     @property
     def randomness_seed(self) -> int:
         """The seed of everything random in training but the split."""

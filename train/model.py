@@ -140,7 +140,7 @@ def build_mobilenet(num_classes: int, image_size: int = 224, alpha: float = 1.0,
                     weights: str = "imagenet", dropout: float = 0.2, ground: bool = True,
                     work_size: int | None = None
                     ) -> tuple[keras.Model, keras.Model, keras.Model]:
-    """Return (model, backbone, head): raw pixels -> [Ground] -> [Resizing] -> Rescaling ->
+    """Return (model, backbone, head): raw pixels -> [Ground] -> [Resize] -> Rescaling ->
     MobileNetV2 -> head.
 
     `work_size` (default: `image_size`) is the side the backbone sees: the grounded image is

@@ -31,7 +31,6 @@ def main() -> None:
                         "mobilenet_v2_1.0_224_imagenet_no_top.weights.h5")
     args = parser.parse_args()
 
-    import keras
     from sklearn.linear_model import LogisticRegression
 
     cfg = TrainConfig(data_dir=args.data, out="unused")
@@ -42,12 +41,9 @@ def main() -> None:
                                         for c in CASES))
     for size in args.sizes:
         start = time.time()
-        pixels = keras.Input((cfg.image_size, cfg.image_size, 3))
-        x = models.Ground()(pixels)
-        if size != cfg.image_size:
-            x = models.Resize(size)(x)
-        x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
-        extractor = keras.Model(pixels, models.build_backbone(size, 1.0, args.weights)(x))
+        model, _, _ = models.build_mobilenet(4, cfg.image_size, 1.0, args.weights,
+                                             work_size=size)
+        extractor = models.feature_extractor(model)  # the model's own Ground, Resize, scale
 
         def features(images):
             return extractor.predict(images.astype("float32"), batch_size=32, verbose=0)
