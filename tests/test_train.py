@@ -187,6 +187,32 @@ def test_ema_saves_the_moving_average_of_the_best_epoch(tiny_data, tmp_path):
             np.testing.assert_allclose(b, r, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
+def test_cosine_schedule_decays_the_rate_every_step_to_one_percent(tiny_data, tmp_path):
+    from hemalite.train.fit import TrainConfig, train
+
+    class Record(keras.callbacks.Callback):  # the rate each step trains with
+        def __init__(self):
+            super().__init__()
+            self.rates = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    cfg = TrainConfig(data_dir=str(tiny_data), out=str(tmp_path / "run"), weights="none",
+                      alpha=0.35, image_size=TINY_SIZE, epochs=3, batch_size=8, patience=10,
+                      learning_rate=1e-2, augment=False, progress=False, lr_schedule="cosine")
+    record = Record()
+    train(cfg, extra_callbacks=[record])
+    rates, n = record.rates, len(record.rates)  # every step of the three epochs
+    assert n >= 6 and rates[0] == pytest.approx(1e-2)
+    assert all(a > b for a, b in zip(rates, rates[1:]))  # every step, not every plateau
+    # decay_steps = all the steps of the run: the last step is one step short of 1 %
+    assert rates[-1] == pytest.approx(1e-2 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * (n - 1) / n))))
+    logged = json.loads((tmp_path / "run" / "history.json").read_text())["train"]
+    assert len(logged["learning_rate"]) == 3 and logged["learning_rate"][-1] < rates[-1]
+
+
 def test_train_seed_moves_the_weights_and_not_the_split(tiny_data, tmp_path):
     from hemalite.train.fit import TrainConfig, prepare_splits, train
 

@@ -31,6 +31,10 @@ from hemalite.train.fit import TrainConfig  # the click defaults are its default
               help="Max epochs fine-tuning the top of the backbone (0 to skip).")
 @click.option("--fine-tune-from", default=TrainConfig.fine_tune_from, show_default=True,
               help="First backbone layer to unfreeze in fine-tuning (Conv1 = all of it).")
+@click.option("--lr-schedule", type=click.Choice(["plateau", "cosine"]),
+              default=TrainConfig.lr_schedule, show_default=True,
+              help="Fine-tuning's learning rate: cut x0.3 when the validation loss stalls, or "
+                   "a cosine decay every step to 1 % of it by the last epoch (fewer epochs).")
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
 @click.option("--learning-rate", type=float, default=TrainConfig.learning_rate, show_default=True)
 @click.option("--fine-tune-learning-rate", type=float, default=TrainConfig.fine_tune_learning_rate,

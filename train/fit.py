@@ -45,6 +45,8 @@ class TrainConfig:
     epochs: int = 50  # head phase (or the single phase): early stopping ends it sooner
     fine_tune_epochs: int = 7
     fine_tune_from: str = "Conv1"  # the whole backbone (BatchNorm stays frozen)
+    lr_schedule: str = "plateau"  # fine-tuning's rate: cut x0.3 when validation loss stalls,
+    #                               or "cosine": decayed every step to 1 % over the epochs
     batch_size: int = 32
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
@@ -169,8 +171,12 @@ def _callbacks(cfg: TrainConfig, backup_dir: Path | None, ema: bool = False):
     restores them after Keras's own end-of-fit step has written the raw ones back."""
     import keras
 
-    cbs = [keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.3,
-                                             patience=max(1, cfg.patience // 2), min_lr=1e-6)]
+    cbs = []
+    if cfg.lr_schedule == "plateau":  # a cosine schedule sets the rate itself
+        cbs.append(keras.callbacks.ReduceLROnPlateau(
+            "val_loss", factor=0.3, patience=max(1, cfg.patience // 2), min_lr=1e-6))
+    else:
+        cbs.append(_LogRate())
     if backup_dir is not None:  # resume a killed run where it stopped
         cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
     if ema:  # validation, the best epoch and the saved model: the average
@@ -178,6 +184,17 @@ def _callbacks(cfg: TrainConfig, backup_dir: Path | None, ema: bool = False):
     cbs.append(keras.callbacks.EarlyStopping("val_loss", patience=cfg.patience,
                                              restore_best_weights=True))
     return cbs
+
+
+def _LogRate():
+    """A callback: the rate at each epoch's end into the history, as ReduceLROnPlateau logs it."""
+    import keras
+
+    class LogRate(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            logs["learning_rate"] = float(rate)
+    return LogRate()
 
 
 def _history(hist) -> dict:
@@ -404,15 +421,19 @@ def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch
     an interruption (BackupAndRestore); its history, read from the per-epoch CSV log."""
     import keras
 
+    (x_tr, y_tr), (x_va, y_va) = pixels["train"], pixels["val"]
+    aug = augmenter(cfg.randomness_seed) if cfg.augment else None
+    drop = multiworker.leaves_replica_empty(len(x_tr) % cfg.batch_size,
+                                            strategy.num_replicas_in_sync)
+    train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.randomness_seed,
+                             cfg.acquisition, drop_remainder=drop)
+    if cfg.lr_schedule == "cosine":  # the optimizer counts steps, so a resumed run resumes it
+        steps = len(x_tr) // cfg.batch_size if drop else -(-len(x_tr) // cfg.batch_size)
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps, alpha=0.01)
     with strategy.scope():
         model.compile(keras.optimizers.Adam(lr, use_ema=cfg.ema > 0,
                                             ema_momentum=cfg.ema or 0.99),
                       "sparse_categorical_crossentropy", metrics=["accuracy"])
-    (x_tr, y_tr), (x_va, y_va) = pixels["train"], pixels["val"]
-    aug = augmenter(cfg.randomness_seed) if cfg.augment else None
-    train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.randomness_seed,
-                             cfg.acquisition, drop_remainder=multiworker.leaves_replica_empty(
-                                 len(x_tr) % cfg.batch_size, strategy.num_replicas_in_sync))
     val_ds = image_dataset(x_va, y_va, eval_batch["val"], False, None, cfg.seed)
     backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
     if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
