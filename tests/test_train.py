@@ -1,6 +1,7 @@
 """Training stage with TensorFlow: the model's contract, frozen BatchNorm, CLI, resume, mirrored."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -211,6 +212,22 @@ def test_cosine_schedule_decays_the_rate_every_step_to_one_percent(tiny_data, tm
     assert rates[-1] == pytest.approx(1e-2 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * (n - 1) / n))))
     logged = json.loads((tmp_path / "run" / "history.json").read_text())["train"]
     assert len(logged["learning_rate"]) == 3 and logged["learning_rate"][-1] < rates[-1]
+
+    class Interrupt(keras.callbacks.Callback):  # a kill in the middle of epoch 3
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 2 and batch == 1:
+                raise KeyboardInterrupt
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    again = dataclasses.replace(cfg, out=str(tmp_path / "again"))
+    with pytest.raises(KeyboardInterrupt):
+        train(again, extra_callbacks=[Interrupt()])
+    resumed = Record()
+    train(again, extra_callbacks=[resumed])  # from the backup at the end of epoch 2
+    assert len(resumed.rates) == n // 3
+    np.testing.assert_allclose(resumed.rates, rates[-(n // 3):], rtol=1e-5)  # not from 1e-2
 
 
 def test_train_seed_moves_the_weights_and_not_the_split(tiny_data, tmp_path):
