@@ -117,23 +117,26 @@ def test_train_cli_end_to_end_writes_every_artefact(tiny_data, tmp_path):
     assert not (run / "checkpoints").exists()
 
 
+class InterruptInEpoch3(keras.callbacks.Callback):
+    """A kill in the middle of epoch 3: two epochs backed up, one half done."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 2 and batch == 1:
+            raise KeyboardInterrupt
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+
 @pytest.mark.slow
 def test_resume_after_interruption_ends_where_an_uninterrupted_run_would(tiny_data, tmp_path):
     from hemalite.train.fit import TrainConfig, train
-
-    class Interrupt(keras.callbacks.Callback):  # a kill in the middle of epoch 3
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == 2 and batch == 1:
-                raise KeyboardInterrupt
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
 
     cfg = TrainConfig(data_dir=str(tiny_data), out=str(tmp_path / "run"), weights="none",
                       alpha=0.35, image_size=TINY_SIZE, epochs=4, batch_size=8, patience=10,
                       augment=False, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, extra_callbacks=[Interrupt()])
+        train(cfg, extra_callbacks=[InterruptInEpoch3()])
     assert not (tmp_path / "run" / "model.keras").exists()  # no half-written model
     train(cfg)
     history = json.loads((tmp_path / "run" / "history.json").read_text())["train"]
@@ -198,7 +201,8 @@ def test_cosine_schedule_decays_the_rate_every_step_to_one_percent(tiny_data, tm
             self.rates = []
 
         def on_train_batch_begin(self, batch, logs=None):
-            self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+            rate = self.model.optimizer.learning_rate
+            self.rates.append(float(keras.ops.convert_to_numpy(rate)))
 
     cfg = TrainConfig(data_dir=str(tiny_data), out=str(tmp_path / "run"), weights="none",
                       alpha=0.35, image_size=TINY_SIZE, epochs=3, batch_size=8, patience=10,
@@ -209,21 +213,14 @@ def test_cosine_schedule_decays_the_rate_every_step_to_one_percent(tiny_data, tm
     assert n >= 6 and rates[0] == pytest.approx(1e-2)
     assert all(a > b for a, b in zip(rates, rates[1:]))  # every step, not every plateau
     # decay_steps = all the steps of the run: the last step is one step short of 1 %
-    assert rates[-1] == pytest.approx(1e-2 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * (n - 1) / n))))
+    cosine = 0.5 * (1 + np.cos(np.pi * (n - 1) / n))
+    assert rates[-1] == pytest.approx(1e-2 * (0.01 + 0.99 * cosine))
     logged = json.loads((tmp_path / "run" / "history.json").read_text())["train"]
     assert len(logged["learning_rate"]) == 3 and logged["learning_rate"][-1] < rates[-1]
 
-    class Interrupt(keras.callbacks.Callback):  # a kill in the middle of epoch 3
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == 2 and batch == 1:
-                raise KeyboardInterrupt
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
     again = dataclasses.replace(cfg, out=str(tmp_path / "again"))
     with pytest.raises(KeyboardInterrupt):
-        train(again, extra_callbacks=[Interrupt()])
+        train(again, extra_callbacks=[InterruptInEpoch3()])
     resumed = Record()
     train(again, extra_callbacks=[resumed])  # from the backup at the end of epoch 2
     assert len(resumed.rates) == n // 3

@@ -176,7 +176,7 @@ def _callbacks(cfg: TrainConfig, backup_dir: Path | None, ema: bool = False):
         cbs.append(keras.callbacks.ReduceLROnPlateau(
             "val_loss", factor=0.3, patience=max(1, cfg.patience // 2), min_lr=1e-6))
     else:
-        cbs.append(_LogRate())
+        cbs.append(_log_rate())
     if backup_dir is not None:  # resume a killed run where it stopped
         cbs.append(keras.callbacks.BackupAndRestore(str(backup_dir)))
     if ema:  # validation, the best epoch and the saved model: the average
@@ -186,7 +186,7 @@ def _callbacks(cfg: TrainConfig, backup_dir: Path | None, ema: bool = False):
     return cbs
 
 
-def _LogRate():
+def _log_rate():
     """A callback: the rate at each epoch's end into the history, as ReduceLROnPlateau logs it."""
     import keras
 

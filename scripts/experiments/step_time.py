@@ -38,7 +38,8 @@ def main() -> None:
         start = time.perf_counter()
         model.fit(x, y, batch_size=32, epochs=1, verbose=0)
         step = (time.perf_counter() - start) / args.steps
-        print(f"{size} px from {args.first}: {step:.2f} s a step, {step * 66 / 60:.1f} min an epoch of all4's "
+        print(f"{size} px from {args.first}: {step:.2f} s a step, "
+              f"{step * 66 / 60:.1f} min an epoch of all4's "
               f"2085 training images", flush=True)
 
 
