@@ -91,6 +91,42 @@ def test_each_shift_changes_pixels_the_way_its_name_says():
     np.testing.assert_array_equal(shifts.rotation(rgb, 90), np.rot90(rgb))
 
 
+def test_stain_balance_moves_the_leukocytes_between_blue_violet_and_pink():
+    rgb = real("Early/WBC-Malignant-Early-010.jpg")
+    np.testing.assert_array_equal(shifts.stain(rgb, 1.0), rgb)  # exact at x1
+    mask = cells.leukocyte_mask(rgb)
+    def blue_over_red(a):
+        return (a[mask][:, 2].astype(float) / (a[mask][:, 0] + 1)).mean()
+    assert blue_over_red(shifts.stain(rgb, 0.75)) < blue_over_red(rgb) \
+        < blue_over_red(shifts.stain(rgb, 1.33))
+    # the unstained background (brightest tenth) barely moves; the leukocytes do
+    light = rgb.sum(-1) >= np.percentile(rgb.sum(-1), 90)
+    moved = np.abs(shifts.stain(rgb, 1.33).astype(int) - rgb).sum(-1)
+    assert moved[light].mean() < 0.25 * moved[mask].mean()
+
+
+def test_stain_jitter_is_drawn_after_hue_only_when_asked(monkeypatch):
+    applied, factors = [], []
+    real_apply = shifts.apply_shift
+    monkeypatch.setattr(shifts, "apply_shift", lambda rgb, name, value:
+                        applied.append(name) or real_apply(rgb, name, value))
+    monkeypatch.setattr(shifts, "stain",
+                        lambda rgb, f: applied.append("stain") or factors.append(f) or rgb)
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        shifts.random_acquisition(_image(), rng)
+    assert "stain" not in applied  # off by default: G's recipe draws exactly as before
+    order = ["blur", "brightness", "contrast", "saturation", "hue", "stain", "jpeg"]
+    for _ in range(1000):
+        applied.clear()
+        shifts.random_acquisition(_image(), rng, stain_p=0.4)
+        assert applied == sorted(applied, key=order.index)
+    assert abs(len(factors) / 1000 - 0.4) < 0.05
+    low, high = shifts.STAIN
+    assert min(factors) >= low and max(factors) <= high
+    assert 0.4 < np.mean(np.array(factors) < 1) < 0.6  # log-uniform: as often pinker as bluer
+
+
 def test_ablations_erase_what_they_say():
     rgb = real("Early/WBC-Malignant-Early-010.jpg")
     assert cells.find_cells(shifts.erase_leukocytes(rgb)) == []

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from hemalite.cli import main
 from tests.helpers import NEEDS_TENSORFLOW, TINY_SIZE
-from tests.helpers import cli_defaults_differing
+from tests.helpers import cli_defaults_differing, real_images
 
 keras = pytest.importorskip("keras", reason=NEEDS_TENSORFLOW)  # its imports need it too
 from hemalite.train import model as models  # noqa: E402
@@ -225,6 +225,26 @@ def test_cosine_schedule_decays_the_rate_every_step_to_one_percent(tiny_data, tm
     train(again, extra_callbacks=[resumed])  # from the backup at the end of epoch 2
     assert len(resumed.rates) == n // 3
     np.testing.assert_allclose(resumed.rates, rates[-(n // 3):], rtol=1e-5)  # not from 1e-2
+
+
+def test_stain_jitter_reaches_the_training_images(monkeypatch):
+    from PIL import Image
+
+    from hemalite import shifts
+    from hemalite.train.fit import image_dataset
+
+    monkeypatch.setattr(shifts, "JITTER_P", 0.0)  # nothing else drawn: only the stain moves
+    monkeypatch.setattr(shifts, "MAGNIFY_P", 0.0)
+    x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((64, 64)))
+                  for p in real_images(1)])
+
+    def first_batch(stain_p):
+        ds = image_dataset(x, np.arange(len(x)), len(x), False, None, 0, acquisition=True,
+                           stain_p=stain_p)
+        return next(iter(ds))[0].numpy()
+
+    np.testing.assert_array_equal(first_batch(0.0), x)
+    assert not any(np.array_equal(a, b) for a, b in zip(first_batch(1.0), x))
 
 
 def test_train_seed_moves_the_weights_and_not_the_split(tiny_data, tmp_path):

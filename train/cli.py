@@ -66,6 +66,10 @@ from hemalite.train.fit import TrainConfig  # the click defaults are its default
 @click.option("--acquisition/--no-acquisition", default=TrainConfig.acquisition, show_default=True,
               help="While fine-tuning, also vary lamp brightness, contrast, stain hue, "
                    "saturation, focus, JPEG quality and magnification (another lab's microscope).")
+@click.option("--stain-jitter", type=click.FloatRange(0.0, 1.0), default=TrainConfig.stain_jitter,
+              show_default=True,
+              help="With --acquisition: the share of images whose stain balance is redrawn "
+                   "(blue-violet stain x0.67-1.5, pink / the same, by colour deconvolution).")
 @click.option("--progress/--no-progress", default=TrainConfig.progress, show_default=True)
 @click.option("--force", is_flag=True,
               help="Delete what an earlier run left in --out (model, splits, tflite/...) and "

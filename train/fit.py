@@ -63,6 +63,8 @@ class TrainConfig:
     augment: bool = True  # the paper's set: rotation, flips, contrast, Gaussian noise
     ground: bool = True  # background outside the leukocyte mask set to one grey, in the model
     acquisition: bool = True  # + another lab's lamp, stain, focus, JPEG, magnification
+    stain_jitter: float = 0.0  # with acquisition: share of images whose stain balance is
+    #                            redrawn (hemalite.shifts.stain), after the hue jitter
     progress: bool = True
     force: bool = False  # replace whatever an earlier run left in `out`
 
@@ -115,7 +117,7 @@ def augmenter(seed: int):
     ], name="augment")
 
 
-def acquisition_jitter(seed: int):
+def acquisition_jitter(seed: int, stain_p: float = 0.0):
     """A tf.data map: one random acquisition (hemalite.shifts) per image, in numpy.
 
     The same shift functions the audit uses, at random strengths from wider ranges.
@@ -127,14 +129,15 @@ def acquisition_jitter(seed: int):
     rng = np.random.default_rng(seed)
 
     def jitter(image, label):
-        out = tf.numpy_function(lambda a: random_acquisition(a, rng), [image], tf.uint8,
-                                stateful=True)
+        out = tf.numpy_function(lambda a: random_acquisition(a, rng, stain_p), [image],
+                                tf.uint8, stateful=True)
         return tf.ensure_shape(out, image.shape), label
     return jitter
 
 
 def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int,
-                  acquisition: bool = False, drop_remainder: bool = False):
+                  acquisition: bool = False, drop_remainder: bool = False,
+                  stain_p: float = 0.0):
     """tf.data over preprocessed uint8 images; augmentation runs here, not in the model."""
     import tensorflow as tf
 
@@ -148,7 +151,7 @@ def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int,
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if acquisition:  # sequential: one numpy Generator, and the GIL would serialise it anyway
-        ds = ds.map(acquisition_jitter(seed))
+        ds = ds.map(acquisition_jitter(seed, stain_p))
     ds = ds.batch(batch_size, drop_remainder).map(lambda a, b: (tf.cast(a, tf.float32), b),
                                                   num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
@@ -426,7 +429,7 @@ def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch
     drop = multiworker.leaves_replica_empty(len(x_tr) % cfg.batch_size,
                                             strategy.num_replicas_in_sync)
     train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.randomness_seed,
-                             cfg.acquisition, drop_remainder=drop)
+                             cfg.acquisition, drop_remainder=drop, stain_p=cfg.stain_jitter)
     if cfg.lr_schedule == "cosine":  # the optimizer counts steps, so a resumed run resumes it
         steps = len(x_tr) // cfg.batch_size if drop else -(-len(x_tr) // cfg.batch_size)
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps, alpha=0.01)

@@ -2,14 +2,16 @@
 training recipes are chosen on (benchmarks/reports/grounding_ablation.md), never the test split.
 
     .venv/bin/python scripts/experiments/val_shifts.py runs/cellsF [runs/cellsG ...]
-        [--views 4] [--normalise-scale] [--ensemble] [--errors]
+        [--views 4] [--normalise-scale] [--ensemble] [--errors] [--stain]
 
 --views 2 / 4 averages the probabilities over the image and its 90-degree rotation (and the
 two flips): test-time augmentation. --normalise-scale rescales each image so that its
 leukocytes' median inscribed radius is the training median (a stand-in for a lab's objective
 being measured and undone before the model). --ensemble adds a row for the runs' mean
 probabilities (one model file holding them all would cost their summed size and latency).
---errors lists the images each run gets wrong as is. All are experiments, not part of hemalite.
+--errors lists the images each run gets wrong as is. --stain adds two rows outside the audit
+(and outside its mean and worst): the stain balance (hemalite.shifts.stain) x0.75 and x1.33.
+All are experiments, not part of hemalite.
 """
 from __future__ import annotations
 
@@ -57,12 +59,16 @@ def main() -> None:
     parser.add_argument("--normalise-scale", action="store_true")
     parser.add_argument("--ensemble", action="store_true")
     parser.add_argument("--errors", action="store_true")
+    parser.add_argument("--stain", action="store_true")
     args = parser.parse_args()
     loaded = [load_run(r) for r in args.runs]
     first = loaded[0]
     samples = first.samples("val")
     x, y, _ = data.load_pixels(first.data_dir, samples, first.spec, progress=False)
     cases = [("as is", None)] + [(shifts.shift_name(n, v), (n, v)) for n, v in shifts.AUDIT_SHIFTS]
+    audit_rows = len(cases)
+    if args.stain:
+        cases += [(shifts.shift_name("stain", v), ("stain", v)) for v in (0.75, 1.33)]
     table = {run.path.name: [] for run in loaded}
     if args.ensemble:
         table["ensemble"] = []
@@ -84,6 +90,7 @@ def main() -> None:
             table["ensemble"].append(100 * float((np.mean(every, 0).argmax(1) == y).mean()))
         print(f"{name:18s}", "  ".join(f"{k} {v[-1]:5.1f}" for k, v in table.items()), flush=True)
     for k, v in table.items():
+        v = v[:audit_rows]
         print(f"{k}: mean of the {len(v) - 1} shifts {np.mean(v[1:]):.2f}, worst {min(v[1:]):.1f}")
 
 
