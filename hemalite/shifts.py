@@ -1,11 +1,12 @@
 """What another lab changes, as image transforms: the audit's shifts and training's jitter.
 
 Each shift is a pure function `(rgb uint8, value) -> rgb uint8` of the same size, named for
-what a lab changes: lamp brightness, contrast, stain hue, saturation, focus, JPEG quality,
-magnification, slide orientation. The audit (hemalite.benchmarks.audit) applies them at
+what a lab changes: lamp brightness, contrast, stain hue, stain balance, saturation, focus,
+JPEG quality, magnification, slide orientation. The audit (hemalite.benchmarks.audit) applies them at
 fixed strengths; training (hemalite.train.fit) draws random strengths from wider ranges so
 that the model sees the acquisition variety of other microscopes. The ablations erase the
-leukocytes (or everything else) to test what the model decides from. numpy + Pillow only.
+leukocytes (or everything else) to test what the model decides from. numpy + Pillow (the
+stain balance also scikit-image's colour-deconvolution matrices: train and bench extras).
 """
 from __future__ import annotations
 

@@ -95,6 +95,7 @@ def test_stain_balance_moves_the_leukocytes_between_blue_violet_and_pink():
     rgb = real("Early/WBC-Malignant-Early-010.jpg")
     np.testing.assert_array_equal(shifts.stain(rgb, 1.0), rgb)  # exact at x1
     mask = cells.leukocyte_mask(rgb)
+
     def blue_over_red(a):
         return (a[mask][:, 2].astype(float) / (a[mask][:, 0] + 1)).mean()
     assert blue_over_red(shifts.stain(rgb, 0.75)) < blue_over_red(rgb) \
@@ -105,6 +106,22 @@ def test_stain_balance_moves_the_leukocytes_between_blue_violet_and_pink():
     assert moved[light].mean() < 0.25 * moved[mask].mean()
 
 
+def test_stain_balance_scales_each_stain_amount_along_its_own_colour():
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    def pixel(amounts):  # an image of one colour made of these H, E, DAB optical densities
+        density = np.asarray(amounts, float) @ rgb_from_hed
+        return np.full((4, 4, 3), 256.0 * np.exp(-density) - 1.0).round().astype(np.uint8)
+
+    def amounts(rgb):
+        return (-np.log((rgb[0, 0].astype(float) + 1) / 256)) @ hed_from_rgb
+
+    np.testing.assert_allclose(amounts(shifts.stain(pixel([0.4, 0, 0]), 1.5)), [0.6, 0, 0],
+                               atol=0.01)  # haematoxylin-like: x factor
+    np.testing.assert_allclose(amounts(shifts.stain(pixel([0, 0.3, 0]), 1.5)), [0, 0.2, 0],
+                               atol=0.01)  # eosin-like: / factor
+
+
 def test_stain_jitter_is_drawn_after_hue_only_when_asked(monkeypatch):
     applied, factors = [], []
     real_apply = shifts.apply_shift
@@ -112,11 +129,24 @@ def test_stain_jitter_is_drawn_after_hue_only_when_asked(monkeypatch):
                         applied.append(name) or real_apply(rgb, name, value))
     monkeypatch.setattr(shifts, "stain",
                         lambda rgb, f: applied.append("stain") or factors.append(f) or rgb)
-    rng = np.random.default_rng(7)
+    monkeypatch.setattr(shifts, "magnification", lambda rgb, f: applied.append("mag") or rgb)
+
+    class Counting:  # counts the draws, so that "off" provably draws nothing extra
+        def __init__(self, seed):
+            self.rng, self.calls = np.random.default_rng(seed), 0
+
+        def __getattr__(self, name):
+            self.calls += 1
+            return getattr(self.rng, name)
+    counting = Counting(7)
     for _ in range(50):
-        shifts.random_acquisition(_image(), rng)
+        shifts.random_acquisition(_image(), counting)
     assert "stain" not in applied  # off by default: G's recipe draws exactly as before
-    order = ["blur", "brightness", "contrast", "saturation", "hue", "stain", "jpeg"]
+    # per image: one coin for the objective and one per photometric shift, plus one
+    # strength for each shift applied; not one draw more
+    assert counting.calls == 50 * (1 + len(shifts.JITTER)) + len(applied)
+    rng = np.random.default_rng(7)
+    order = ["mag", "blur", "brightness", "contrast", "saturation", "hue", "stain", "jpeg"]
     for _ in range(1000):
         applied.clear()
         shifts.random_acquisition(_image(), rng, stain_p=0.4)

@@ -247,6 +247,20 @@ def test_stain_jitter_reaches_the_training_images(monkeypatch):
     assert not any(np.array_equal(a, b) for a, b in zip(first_batch(1.0), x))
 
 
+def test_stain_jitter_option_reaches_the_training_dataset(tiny_data, tmp_path, monkeypatch):
+    from hemalite.train import fit
+
+    seen = []
+    real = fit.image_dataset
+    monkeypatch.setattr(fit, "image_dataset", lambda *a, **k: seen.append(k) or real(*a, **k))
+    result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--epochs", "1",
+                                                "--stain-jitter", "0.4"))
+    assert result.exit_code == 0, result.output
+    training = [k for k in seen if "stain_p" in k]  # validation's dataset is never jittered
+    assert training and all(k["stain_p"] == 0.4 for k in training)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["stain_jitter"] == 0.4
+
+
 def test_train_seed_moves_the_weights_and_not_the_split(tiny_data, tmp_path):
     from hemalite.train.fit import TrainConfig, prepare_splits, train
 
@@ -320,11 +334,13 @@ def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, messag
     assert not (tmp_path / "run").exists()  # a refused run leaves nothing behind
 
 
-def test_work_size_without_a_backbone_is_one_line(tiny_data, tmp_path):
-    result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--arch", "cnn",
-                                                "--work-size", "64"))
+@pytest.mark.parametrize("options, message", [
+    (("--arch", "cnn", "--work-size", "64"), "--work-size resizes the input of MobileNetV2's"),
+    (("--no-acquisition", "--stain-jitter", "0.3"), "--stain-jitter is part of the acquisition")])
+def test_options_that_contradict_each_other_are_one_line(tiny_data, tmp_path, options, message):
+    result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", *options))
     assert result.exit_code == 2
-    assert "--work-size resizes the input of MobileNetV2's backbone" in result.output
+    assert message in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
 
 

@@ -72,6 +72,9 @@ class TrainConfig:
         if self.work_size is not None and self.arch != "mobilenetv2":
             raise data.TrainError(f"--work-size resizes the input of MobileNetV2's backbone; "
                                   f"--arch {self.arch} has none (leave --work-size out)")
+        if self.stain_jitter and not self.acquisition:
+            raise data.TrainError("--stain-jitter is part of the acquisition jitter; "
+                                  "--no-acquisition turns that off (leave one of them out)")
 
     @property
     def randomness_seed(self) -> int:

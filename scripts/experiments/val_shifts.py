@@ -2,7 +2,7 @@
 training recipes are chosen on (benchmarks/reports/grounding_ablation.md), never the test split.
 
     .venv/bin/python scripts/experiments/val_shifts.py runs/cellsF [runs/cellsG ...]
-        [--views 4] [--normalise-scale] [--ensemble] [--errors] [--stain]
+        [--views 4] [--normalise-scale] [--ensemble] [--errors] [--stain] [--bundled]
 
 --views 2 / 4 averages the probabilities over the image and its 90-degree rotation (and the
 two flips): test-time augmentation. --normalise-scale rescales each image so that its
@@ -11,7 +11,8 @@ being measured and undone before the model). --ensemble adds a row for the runs'
 probabilities (one model file holding them all would cost their summed size and latency).
 --errors lists the images each run gets wrong as is. --stain adds two rows outside the audit
 (and outside its mean and worst): the stain balance (hemalite.shifts.stain) x0.75 and x1.33.
-All are experiments, not part of hemalite.
+--bundled adds a row for the bundled float32 .tflite (whose Keras run is not in the repo) on
+the first run's validation split. All are experiments, not part of hemalite.
 """
 from __future__ import annotations
 
@@ -52,6 +53,21 @@ def views(x: np.ndarray, n: int) -> list[np.ndarray]:
     return out[:n]
 
 
+class Bundled:
+    """The bundled float32 .tflite, answering like a loaded run (one invoke per image)."""
+
+    def __init__(self):
+        from hemalite.edge.runtime import default_model_path, load_model
+
+        self.model = self  # val_shifts calls run.model.predict
+        self.tflite = load_model(default_model_path().replace("int8", "float32"))
+        self.labels = self.tflite.info.labels
+        self.path = type("Name", (), {"name": "bundled-float32"})
+
+    def predict(self, x: np.ndarray, **_) -> np.ndarray:
+        return np.stack([self.tflite.predict(img.astype(np.uint8)) for img in x])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
@@ -60,11 +76,14 @@ def main() -> None:
     parser.add_argument("--ensemble", action="store_true")
     parser.add_argument("--errors", action="store_true")
     parser.add_argument("--stain", action="store_true")
+    parser.add_argument("--bundled", action="store_true")
     args = parser.parse_args()
     loaded = [load_run(r) for r in args.runs]
     first = loaded[0]
     samples = first.samples("val")
     x, y, _ = data.load_pixels(first.data_dir, samples, first.spec, progress=False)
+    if args.bundled:
+        loaded.insert(0, Bundled())
     cases = [("as is", None)] + [(shifts.shift_name(n, v), (n, v)) for n, v in shifts.AUDIT_SHIFTS]
     audit_rows = len(cases)
     if args.stain:
