@@ -17,6 +17,7 @@ the first run's validation split. All are experiments, not part of hemalite.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -59,10 +60,10 @@ class Bundled:
     def __init__(self):
         from hemalite.edge.runtime import default_model_path, load_model
 
-        self.model = self  # val_shifts calls run.model.predict
-        self.tflite = load_model(default_model_path().replace("int8", "float32"))
+        self.model = self  # main() calls run.model.predict and names rows by run.path.name
+        self.path = Path("bundled-float32")
+        self.tflite = load_model(Path(default_model_path()).with_name("hemalite_float32.tflite"))
         self.labels = self.tflite.info.labels
-        self.path = type("Name", (), {"name": "bundled-float32"})
 
     def predict(self, x: np.ndarray, **_) -> np.ndarray:
         return np.stack([self.tflite.predict(img.astype(np.uint8)) for img in x])
