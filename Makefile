@@ -81,7 +81,8 @@ demo: edge-venv
 # Rebuild the bundled model from the dataset: train, convert, benchmark, copy into the package.
 # The report goes to a folder named by the machine kind (x86_64-avx2, x86_64-amx_int8, ...).
 model: venv
-	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)" --fine-tune-epochs 10
+	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)" --fine-tune-epochs 10 \
+		--work-size 288 --fine-tune-from block_2_expand
 	$(VENV)/bin/hemalite convert $(RUN) --all
 	$(VENV)/bin/hemalite bench $(RUN)/tflite/model_float32.tflite $(RUN)/tflite/model_int8.tflite \
 		--manifest $(RUN)/splits/test.csv --data-root "$(DATA)" \
