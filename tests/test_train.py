@@ -18,6 +18,7 @@ from tests.helpers import cli_defaults_differing, real_images
 
 keras = pytest.importorskip("keras", reason=NEEDS_TENSORFLOW)  # its imports need it too
 from hemalite.train import model as models  # noqa: E402
+from hemalite.train.data import TrainError  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow
 
@@ -49,6 +50,24 @@ def test_work_size_resizes_inside_the_model_and_its_export(tmp_path):
     assert out["cam"].shape == (2, 2 * 2 * 3)  # the 64-px backbone's 2 x 2 map, not 32 px's 1 x 1
     model.save(tmp_path / "m.keras")
     np.testing.assert_allclose(keras.models.load_model(tmp_path / "m.keras")(x), model(x), atol=1e-6)
+
+
+def test_fine_tune_from_block_2_freezes_only_the_stem_and_first_two_blocks():
+    # make model's recipe (--fine-tune-from block_2_expand): the layers at the highest
+    # resolution keep their ImageNet weights, everything from block 2 up trains, BatchNorm never.
+    model, backbone, _ = models.build_mobilenet(4, 32, 0.35, "none")
+    count = models.set_fine_tuning(backbone, "block_2_expand")
+    trainable = {id(w) for w in model.trainable_weights}
+    for name in ("Conv1", "expanded_conv_depthwise", "expanded_conv_project", "block_1_expand",
+                 "block_1_depthwise", "block_1_project"):
+        assert not any(id(w) in trainable for w in backbone.get_layer(name).weights), name
+    for name in ("block_2_expand", "block_2_depthwise", "block_16_project", "Conv_1"):
+        assert id(backbone.get_layer(name).weights[0]) in trainable, name
+    bn = [l for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert not any(id(w) in trainable for l in bn for w in l.weights)
+    assert count == sum(l.trainable for l in backbone.layers)
+    with pytest.raises(TrainError, match="--fine-tune-from: no layer named 'block_99'"):
+        models.set_fine_tuning(backbone, "block_99")
 
 
 def test_fine_tuning_keeps_batchnorm_statistics_and_trains_the_top():
@@ -88,8 +107,6 @@ def test_train_options_default_to_the_config():
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
-    from hemalite.train.data import TrainError
-
     with pytest.raises(TrainError, match="weights file not found"):
         models.resolve_weights(str(tmp_path / "nope.weights.h5"))
 
@@ -401,8 +418,6 @@ def test_imagenet_weights_without_network_is_one_line(tmp_path):
 
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="shared ImageNet weights absent")
 def test_weights_of_another_width_are_one_line():
-    from hemalite.train.data import TrainError
-
     with pytest.raises(TrainError, match="does not match --alpha 0.35") as err:
         models.build_backbone(96, 0.35, str(WEIGHTS))
     assert len(str(err.value)) < 200
