@@ -25,7 +25,7 @@ from hemalite.edge.runtime import load_model
 def _evaluate(model, images: np.ndarray, y: np.ndarray, heat: bool = False) -> dict:
     """Accuracy, referrals by reason, and (with heat) the heatmap's mass per region."""
     correct, accepted, reasons, on_cells, area, on_corner = [], [], Counter(), [], [], []
-    cam_only = []  # the 7 x 7 map alone, before the visible mask (hemalite.edge.assess)
+    cam_only = []  # the map alone (7 x 7 or 9 x 9), before the visible mask (hemalite.edge.assess)
     corner = np.zeros(images.shape[1:3], bool)
     corner[shifts.annotation_box(*images.shape[1:3])] = True
     for image, truth in zip(images, y):

@@ -239,9 +239,10 @@ def audit_markdown(report: dict) -> list[str]:
             "positive part, as `edge-classify --heatmaps` draws it: on a cell-grounded model, "
             "only over the pixels its Ground layer lets through): share of its mass on the "
             "leukocytes (their stain mask) and on the scale-bar corner, next to the share of "
-            "the image each covers. The 7 x 7 map alone, upsampled, also covers the grey "
-            "around each cell that the model cannot see: its mass is the second column.", "",
-            "| variant | mass on leukocytes | 7 x 7 map alone | leukocyte area "
+            "the image each covers. The map alone (a cell per 32 px of the backbone's input: "
+            "7 x 7 at 224 px, 9 x 9 at 288), upsampled, also covers the grey around each cell "
+            "that the model cannot see: its mass is the second column.", "",
+            "| variant | mass on leukocytes | map alone | leukocyte area "
             "| mass on annotation | annotation area |",
             "|---|---:|---:|---:|---:|---:|"]
     for r in audited:
