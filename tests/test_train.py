@@ -361,6 +361,17 @@ def test_options_that_contradict_each_other_are_one_line(tiny_data, tmp_path, op
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
 
 
+@pytest.mark.skipif(not WEIGHTS.is_file(), reason="shared ImageNet weights absent")
+def test_a_misspelt_fine_tune_layer_is_one_line_before_any_training(tiny_data, tmp_path):
+    args = tiny_args(tiny_data, tmp_path / "run", "--fine-tune-from", "block_2_expnd")
+    args[args.index("--weights") + 1], args[args.index("--alpha") + 1] = str(WEIGHTS), "1.0"
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert "--fine-tune-from: no layer named 'block_2_expnd'" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # refused before the head phase wrote anything
+
+
 def tiny_run_args(run: Path, *changed):
     """The options the tiny_run fixture was trained with, as a command line."""
     config = json.loads((run / "config.json").read_text())

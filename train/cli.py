@@ -30,7 +30,8 @@ from hemalite.train.fit import TrainConfig  # the click defaults are its default
               show_default=True,
               help="Max epochs fine-tuning the top of the backbone (0 to skip).")
 @click.option("--fine-tune-from", default=TrainConfig.fine_tune_from, show_default=True,
-              help="First backbone layer to unfreeze in fine-tuning (Conv1 = all of it).")
+              help="First backbone layer to unfreeze in fine-tuning (Conv1 = all of it; "
+                   "make model: block_2_expand).")
 @click.option("--lr-schedule", type=click.Choice(["plateau", "cosine"]),
               default=TrainConfig.lr_schedule, show_default=True,
               help="Fine-tuning's learning rate: cut x0.3 when the validation loss stalls, or "

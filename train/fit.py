@@ -327,6 +327,9 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     log.info("split: %s", {k: v for k, v in summary.items() if k != "skipped"})
     pixels = _load_splits(cfg, splits, summary)
     model, backbone, head = _build(cfg, len(labels), strategy)
+    pretrained = cfg.arch == "mobilenetv2" and cfg.weights.lower() != "none"
+    if pretrained:  # a misspelt layer: one line now, not after the head has trained
+        models.fine_tune_start(backbone, cfg.fine_tune_from)
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:  # else each replica's BatchNorm statistics drift
         models.synchronise_batchnorm(model)
@@ -339,7 +342,6 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     write_run_start(cfg, run, splits, labels)
     weights = class_weights(pixels["train"][1], len(labels))
     history: dict = {}
-    pretrained = cfg.arch == "mobilenetv2" and cfg.weights.lower() != "none"
     if pretrained:
         history["head"] = _fit_head(cfg, run, model, head, pixels, eval_batch, weights,
                                     strategy)

@@ -183,12 +183,19 @@ def build_cnn(num_classes: int, image_size: int = 224, dropout: float = 0.5,
     return keras.Sequential(layers, name="hemalite_cnn")
 
 
-def set_fine_tuning(backbone: keras.Model, from_layer: str) -> int:
-    """Unfreeze the backbone from `from_layer` upwards (BatchNorm stays frozen); return count."""
+def fine_tune_start(backbone: keras.Model, from_layer: str) -> int:
+    """The index of `from_layer` in the backbone; a one-line TrainError when it has none
+    (checked as soon as the model is built, not after the head has trained)."""
     names = [layer.name for layer in backbone.layers]
     if from_layer not in names:
-        raise TrainError(f"--fine-tune-from: no layer named {from_layer!r} in the backbone")
-    start = names.index(from_layer)
+        raise TrainError(f"--fine-tune-from: no layer named {from_layer!r} in the backbone "
+                         "(Conv1 = all of it, block_1_expand ... block_16_expand, Conv_1)")
+    return names.index(from_layer)
+
+
+def set_fine_tuning(backbone: keras.Model, from_layer: str) -> int:
+    """Unfreeze the backbone from `from_layer` upwards (BatchNorm stays frozen); return count."""
+    start = fine_tune_start(backbone, from_layer)
     backbone.trainable = True
     for i, layer in enumerate(backbone.layers):
         layer.trainable = i >= start
