@@ -278,6 +278,66 @@ def test_stain_jitter_option_reaches_the_training_dataset(tiny_data, tmp_path, m
     assert json.loads((tmp_path / "run" / "config.json").read_text())["stain_jitter"] == 0.4
 
 
+def test_consistency_loss_adds_the_jensen_shannon_of_each_pair_and_only_for_pairs():
+    from scipy.spatial.distance import jensenshannon
+
+    from hemalite.train.fit import consistency_loss
+
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.25, 0.25], [0.5, 0.25, 0.25],
+                  [0.2, 0.2, 0.6]], np.float32)
+    labels = np.array([0, 0, 1, 1, 2])
+    cross_entropy = -np.log(p[np.arange(5), labels])
+    loss = consistency_loss(3, weight=4.0)
+    plain = np.asarray(loss(labels, p))  # validation: no pairs marked
+    np.testing.assert_allclose(plain, cross_entropy, rtol=1e-5)
+    paired = np.asarray(loss(labels + 3, p))  # rows 0-1 and 2-3 are pairs; 4 has no partner
+    js = jensenshannon(p[0], p[1]) ** 2  # scipy gives the distance: its square root
+    np.testing.assert_allclose(paired, cross_entropy + 4.0 * np.array([js, js, 0, 0, 0]),
+                               rtol=1e-4)
+    assert js > 0.1  # the first pair disagrees, the second agrees
+
+
+def test_consistency_pairs_are_two_jitters_of_one_image_side_by_side(monkeypatch):
+    from PIL import Image
+
+    from hemalite import shifts
+    from hemalite.train.fit import image_dataset
+
+    x = np.stack([np.asarray(Image.open(p).convert("RGB").resize((64, 64)))
+                  for p in real_images(1)])  # one image per class
+    weights = {0: 2.0, 1: 0.5, 2: 1.0, 3: 1.5}
+
+    def first_batch():
+        ds = image_dataset(x, np.arange(4), 8, True, None, 0, acquisition=True,
+                           pairs=(4, weights))
+        return [a.numpy() for a in next(iter(ds))]
+
+    monkeypatch.setattr(shifts, "JITTER_P", 0.0)  # no jitter: a pair is one image twice
+    monkeypatch.setattr(shifts, "MAGNIFY_P", 0.0)
+    images, labels, sample_weights = first_batch()
+    assert labels[::2].tolist() == labels[1::2].tolist()  # side by side
+    assert sorted(labels[::2] - 4) == [0, 1, 2, 3]  # every image, marked paired
+    for i, label in enumerate(labels - 4):
+        np.testing.assert_array_equal(images[i], x[label])
+        assert sample_weights[i] == weights[label]
+    monkeypatch.setattr(shifts, "MAGNIFY_P", 1.0)  # each copy through its own objective
+    images, labels, _ = first_batch()
+    assert not any(np.array_equal(images[2 * i], images[2 * i + 1]) for i in range(4))
+
+
+@pytest.mark.slow
+def test_consistency_trains_through_the_cli_and_saves_a_plain_model(tiny_data, tmp_path):
+    result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--epochs", "2",
+                                                "--consistency", "10"))
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["consistency"] == 10.0
+    history = json.loads((run / "history.json").read_text())["train"]
+    assert len(history["loss"]) == 2 and 0 <= history["accuracy"][-1] <= 1
+    model = keras.saving.load_model(run / "model.keras")  # no custom objects needed
+    assert model.loss == "sparse_categorical_crossentropy"
+
+
 def test_train_seed_moves_the_weights_and_not_the_split(tiny_data, tmp_path):
     from hemalite.train.fit import TrainConfig, prepare_splits, train
 
@@ -353,7 +413,8 @@ def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, messag
 
 @pytest.mark.parametrize("options, message", [
     (("--arch", "cnn", "--work-size", "64"), "--work-size resizes the input of MobileNetV2's"),
-    (("--no-acquisition", "--stain-jitter", "0.3"), "--stain-jitter is part of the acquisition")])
+    (("--no-acquisition", "--stain-jitter", "0.3"), "--stain-jitter is part of the acquisition"),
+    (("--consistency", "10", "--batch-size", "7"), "--batch-size must be even, not 7")])
 def test_options_that_contradict_each_other_are_one_line(tiny_data, tmp_path, options, message):
     result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", *options))
     assert result.exit_code == 2

@@ -71,6 +71,13 @@ from hemalite.train.fit import TrainConfig  # the click defaults are its default
               show_default=True,
               help="With --acquisition: the share of images whose stain balance is redrawn "
                    "(blue-violet stain x0.67-1.5, pink / the same, by colour deconvolution).")
+@click.option("--consistency", type=click.FloatRange(min=0.0), default=TrainConfig.consistency,
+              show_default=True,
+              help="While fine-tuning, show each image as two independent jitters in the same "
+                   "batch and add this weight x the Jensen-Shannon divergence of the two "
+                   "predictions to the loss (e.g. 10), so another lab's lamp, focus or "
+                   "objective cannot move the answer; half as many distinct images per step. "
+                   "0 turns it off.")
 @click.option("--progress/--no-progress", default=TrainConfig.progress, show_default=True)
 @click.option("--force", is_flag=True,
               help="Delete what an earlier run left in --out (model, splits, tflite/...) and "

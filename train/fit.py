@@ -65,6 +65,9 @@ class TrainConfig:
     acquisition: bool = True  # + another lab's lamp, stain, focus, JPEG, magnification
     stain_jitter: float = 0.0  # with acquisition: share of images whose stain balance is
     #                            redrawn (hemalite.shifts.stain), after the hue jitter
+    consistency: float = 0.0  # fine-tuning: each image as two jitters side by side in a
+    #                           batch, their predictions pulled together by this weight x
+    #                           their Jensen-Shannon divergence (consistency_loss); 0: off
     progress: bool = True
     force: bool = False  # replace whatever an earlier run left in `out`
 
@@ -75,6 +78,9 @@ class TrainConfig:
         if self.stain_jitter and not self.acquisition:
             raise data.TrainError("--stain-jitter is part of the acquisition jitter; "
                                   "--no-acquisition turns that off (leave one of them out)")
+        if self.consistency and self.batch_size % 2:
+            raise data.TrainError(f"--consistency puts two views of each image in a batch: "
+                                  f"--batch-size must be even, not {self.batch_size}")
 
     @property
     def randomness_seed(self) -> int:
@@ -131,17 +137,23 @@ def acquisition_jitter(seed: int, stain_p: float = 0.0):
 
     rng = np.random.default_rng(seed)
 
-    def jitter(image, label):
+    def jitter(image, *rest):
         out = tf.numpy_function(lambda a: random_acquisition(a, rng, stain_p), [image],
                                 tf.uint8, stateful=True)
-        return tf.ensure_shape(out, image.shape), label
+        return (tf.ensure_shape(out, image.shape), *rest)
     return jitter
 
 
 def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int,
                   acquisition: bool = False, drop_remainder: bool = False,
-                  stain_p: float = 0.0):
-    """tf.data over preprocessed uint8 images; augmentation runs here, not in the model."""
+                  stain_p: float = 0.0, pairs: tuple[int, dict] | None = None):
+    """tf.data over preprocessed uint8 images; augmentation runs here, not in the model.
+
+    `pairs` = (number of classes, class weights): each image twice, side by side (rows 2i
+    and 2i + 1 of a batch), each copy jittered on its own; labels marked paired (label +
+    number of classes, what consistency_loss reads) and the class weights as sample
+    weights. The stream repeats without end: fit with steps_per_epoch.
+    """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -153,13 +165,18 @@ def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int,
     ds = ds.with_options(options)
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if pairs is not None:
+        classes, weights = pairs
+        table = tf.constant([weights[c] for c in range(classes)], tf.float32)
+        ds = ds.map(lambda a, b: (tf.stack([a, a]), tf.fill([2], b + classes),
+                                  tf.fill([2], tf.gather(table, b)))).unbatch().repeat()
     if acquisition:  # sequential: one numpy Generator, and the GIL would serialise it anyway
         ds = ds.map(acquisition_jitter(seed, stain_p))
-    ds = ds.batch(batch_size, drop_remainder).map(lambda a, b: (tf.cast(a, tf.float32), b),
-                                                  num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder).map(
+        lambda a, *rest: (tf.cast(a, tf.float32), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
-        ds = ds.map(lambda a, b: (tf.clip_by_value(augment(a, training=True), 0.0, 255.0), b),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda a, *rest: (tf.clip_by_value(augment(a, training=True), 0.0, 255.0),
+                                      *rest), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -167,6 +184,40 @@ def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
     """'Balanced' weights n / (k * n_c) so the smallest class (Benign) is not drowned out."""
     counts = np.bincount(y, minlength=num_classes).astype(float)
     return {c: float(len(y) / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
+
+
+def consistency_loss(num_classes: int, weight: float):
+    """A Keras loss: cross-entropy, plus for labels marked paired (label + num_classes: the
+    two jitters of one image in rows 2i and 2i + 1, image_dataset(pairs=...)) `weight` x
+    the Jensen-Shannon divergence between the two predictions, so a lamp, focus or objective
+    change that the jitter draws cannot move the answer (AugMix's consistency, Hendrycks et
+    al. 2020, with two views). Plain labels (validation) get the cross-entropy alone."""
+    import keras
+    from keras import ops
+
+    def loss(y_true, y_pred):
+        y = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        n = ops.shape(y_pred)[0]
+        rows = ops.arange(n)  # each row's partner: 2i <-> 2i + 1 (an odd batch's last: itself)
+        partner = ops.take(y_pred, ops.minimum(rows + 1 - 2 * (rows % 2), n - 1), axis=0)
+        p, q = ops.clip(y_pred, 1e-7, 1.0), ops.clip(partner, 1e-7, 1.0)
+        m = (p + q) / 2
+        divergence = 0.5 * ops.sum(p * ops.log(p / m) + q * ops.log(q / m), axis=-1)
+        paired = ops.cast(y >= num_classes, y_pred.dtype)
+        return (keras.losses.sparse_categorical_crossentropy(y % num_classes, y_pred)
+                + weight * paired * divergence)
+    return loss
+
+
+def paired_accuracy(num_classes: int):
+    """The accuracy metric for consistency_loss's labels (paired or not)."""
+    import keras
+    from keras import ops
+
+    def accuracy(y_true, y_pred):
+        y = ops.cast(ops.reshape(y_true, (-1,)), "int32") % num_classes
+        return ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, -1), "int32"), y), "float32")
+    return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
 
 
 def _callbacks(cfg: TrainConfig, backup_dir: Path | None, ema: bool = False):
@@ -333,6 +384,9 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     replicas = strategy.num_replicas_in_sync
     if replicas > 1:  # else each replica's BatchNorm statistics drift
         models.synchronise_batchnorm(model)
+    if cfg.consistency and cfg.batch_size % (2 * replicas):
+        raise data.TrainError(f"--consistency keeps an image's two views in one replica's "
+                              f"batch: --batch-size must be a multiple of {2 * replicas}")
     if multiworker.leaves_replica_empty(cfg.batch_size, replicas):
         raise data.TrainError(f"--batch-size {cfg.batch_size} over {replicas} replicas leaves "
                               f"one without images: use a multiple of {replicas}")
@@ -433,15 +487,21 @@ def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch
     aug = augmenter(cfg.randomness_seed) if cfg.augment else None
     drop = multiworker.leaves_replica_empty(len(x_tr) % cfg.batch_size,
                                             strategy.num_replicas_in_sync)
+    classes = len(weights)
+    pairs = (classes, weights) if cfg.consistency else None
     train_ds = image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.randomness_seed,
-                             cfg.acquisition, drop_remainder=drop, stain_p=cfg.stain_jitter)
+                             cfg.acquisition, drop_remainder=drop, stain_p=cfg.stain_jitter,
+                             pairs=pairs)
+    # An epoch is as many steps either way: with pairs, half as many distinct images.
+    steps = len(x_tr) // cfg.batch_size if drop else -(-len(x_tr) // cfg.batch_size)
     if cfg.lr_schedule == "cosine":  # the optimizer counts steps, so a resumed run resumes it
-        steps = len(x_tr) // cfg.batch_size if drop else -(-len(x_tr) // cfg.batch_size)
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps, alpha=0.01)
     with strategy.scope():
         model.compile(keras.optimizers.Adam(lr, use_ema=cfg.ema > 0,
                                             ema_momentum=cfg.ema or 0.99),
-                      "sparse_categorical_crossentropy", metrics=["accuracy"])
+                      consistency_loss(classes, cfg.consistency) if pairs
+                      else "sparse_categorical_crossentropy",
+                      metrics=[paired_accuracy(classes) if pairs else "accuracy"])
     val_ds = image_dataset(x_va, y_va, eval_batch["val"], False, None, cfg.seed)
     backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
     if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
@@ -450,11 +510,17 @@ def _fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch
     # With --ema and no pretrained weights, BatchNorm trains and its statistics follow the
     # raw weights, not the average.
     callbacks = _callbacks(cfg, backup, ema=cfg.ema > 0)
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=weights,
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+              class_weight=None if pairs else weights,  # pairs carry them as sample weights
+              steps_per_epoch=steps if pairs else None,
               shuffle=False,  # the dataset shuffles itself
               callbacks=[*callbacks,
                          keras.callbacks.CSVLogger(str(epoch_log), append=True),
                          *extra_callbacks], verbose=1 if cfg.progress else 0)
+    if pairs:  # save a model that loads without this module's loss
+        with strategy.scope():
+            model.compile(model.optimizer, "sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
     return _read_epoch_log(epoch_log)
 
 
