@@ -54,6 +54,18 @@ def test_ground_layer_runs_in_int8_and_matches_the_numpy_mask():
         assert np.mean(np.abs(got - expected) <= 4) > 0.97  # int8 steps of ~1 grey level
 
 
+@pytest.mark.tensorflow
+def test_separable_max_pool_is_the_square_max_pool_borders_included():
+    import keras
+
+    from hemalite.train.model import separable_max_pool
+
+    x = np.random.default_rng(0).normal(size=(2, 23, 17, 1)).astype("float32")
+    for size in (cells.ERODE, cells.DILATE):
+        square = keras.ops.max_pool(x, size, strides=1, padding="same")
+        np.testing.assert_array_equal(np.asarray(separable_max_pool(x, size)), np.asarray(square))
+
+
 def test_features_that_do_not_vary_are_not_whitened():
     rng = np.random.default_rng(0)
     trained = rng.normal(1.0, 0.5, (50, 16))
