@@ -2,6 +2,7 @@
 reliability."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -97,7 +98,9 @@ def all_plots(report: dict, out: Path) -> list[Path]:
     by = {r["variant"]: r for r in report["models"]}
     shown = [v for v in ("keras", "float32", "int8") if v in by] or list(by)
     # named for what it shows: confusion_int8.png when only int8 was benchmarked
-    compared = "float_vs_int8" if "int8" in shown and len(shown) > 1 else "_vs_".join(shown)
+    joined = "_vs_".join(shown)  # an A/B's row names hold ' (folder: file)': not a file name
+    compared = "float_vs_int8" if "int8" in shown and len(shown) > 1 else \
+        joined if re.fullmatch(r"[\w.-]+", joined) else "models"
     confusion = out / f"confusion_{compared}.png"
     plot_confusion({v: np.asarray(by[v]["accuracy"]["confusion_matrix"]) for v in shown},
                    labels, confusion)

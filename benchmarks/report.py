@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -59,17 +60,21 @@ def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[s
     from hemalite.benchmarks import measure
 
     audit_sets = _audit_sets(models, x, y, labels) if audit else None
-    rows, probs = [], {}
+    names = row_names(models)
+    models = sorted(models, key=lambda p: ORDER.index(variant_of(p))
+                    if variant_of(p) in ORDER else 99)
+    rows, probs = [], []
     steps = tqdm(total=len(models), desc="benchmarking", unit="model", disable=not progress)
-    for path in sorted(models, key=lambda p: ORDER.index(variant_of(p))
-                       if variant_of(p) in ORDER else 99):
-        steps.set_postfix_str(variant_of(path))
-        row, probs[variant_of(path)] = _measure_model(path, x, y, files, labels, threads,
-                                                      runs, warmup, audit_sets)
+    for path in models:
+        steps.set_postfix_str(names[path])
+        row, model_probs = _measure_model(path, x, y, files, labels, threads, runs, warmup,
+                                          audit_sets)
+        row["variant"] = names[path]
         rows.append(row)
+        probs.append(model_probs)
         steps.update()
     steps.close()
-    _compare_with_float(rows, probs)
+    _compare_with_float(models, rows, probs)
     return {"schema": SCHEMA, "created": dt.datetime.now(dt.timezone.utc).isoformat(
                 timespec="seconds"),
             "machine": measure.machine_info(),
@@ -118,19 +123,42 @@ def _measure_model(path: str, x: np.ndarray, y: np.ndarray, files: list[str], la
     return row, probs
 
 
-def _compare_with_float(rows: list[dict], probs: dict) -> None:
-    """Add each row's drop versus the float32 .tflite (else Keras) and its size ratio."""
+def row_names(models: list[str]) -> dict[str, str]:
+    """Each model's name in the report: its variant, or, where two files share a variant (an
+    A/B of two exports), the variant and the file's folder and name."""
+    counts = Counter(variant_of(p) for p in models)
+    return {p: variant_of(p) if counts[variant_of(p)] == 1 else
+            f"{variant_of(p)} ({Path(p).parent.name}: {Path(p).name})" for p in models}
+
+
+def reference_of(path: str, models: list[str]) -> str | None:
+    """The model a file's accuracy drop is measured against: the float32 .tflite (else the
+    Keras model) from the same folder, else the only one benchmarked; None if there is none
+    or it is ambiguous."""
+    for variant in ("float32", "keras"):
+        candidates = [p for p in models if variant_of(p) == variant]
+        same_folder = [p for p in candidates if Path(p).parent == Path(path).parent]
+        if same_folder or len(candidates) == 1:
+            return (same_folder or candidates)[0]
+    return None
+
+
+def _compare_with_float(models: list[str], rows: list[dict], probs: list[np.ndarray]) -> None:
+    """Add each row's drop versus its reference (reference_of) and its size ratio to it."""
     from hemalite.benchmarks import measure
 
-    ref = "float32" if "float32" in probs else ("keras" if "keras" in probs else None)
-    by_variant = {r["variant"]: r for r in rows}
-    for r in rows:
-        if ref:
-            r["vs_float"] = measure.versus_reference(r["accuracy"], probs[r["variant"]],
-                                                     by_variant[ref]["accuracy"], probs[ref])
-            r["vs_float"]["reference"] = ref
-        f32 = by_variant.get("float32")
-        r["size_ratio"] = r["bytes"] / f32["bytes"] if f32 and r["kind"] == "tflite" else None
+    index = {p: i for i, p in enumerate(models)}
+    for path, r, p in zip(models, rows, probs):
+        ref = reference_of(path, models)
+        if ref is None:
+            r["size_ratio"] = None
+            continue
+        ref_row = rows[index[ref]]
+        r["vs_float"] = measure.versus_reference(r["accuracy"], p, ref_row["accuracy"],
+                                                 probs[index[ref]])
+        r["vs_float"]["reference"] = ref_row["variant"]
+        r["size_ratio"] = r["bytes"] / ref_row["bytes"] if \
+            variant_of(ref) == "float32" and r["kind"] == "tflite" else None
 
 
 def _fmt(v, spec=".2f", none="-"):

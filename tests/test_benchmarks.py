@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -204,6 +205,34 @@ edge_bench_command([{str(TINY_INT8)!r}, {str(TINY_INT8.with_name('tiny_float32.t
     assert [m["variant"] for m in rep["models"]] == ["float32", "int8"]
     assert rep["data"]["images"] == 12 and rep["models"][1]["accuracy"]["accuracy"] == 1.0
     assert "| int8 |" in proc.stdout and "int8 instruction sets:" in proc.stdout
+
+
+def test_an_a_b_of_two_folders_names_each_file_and_compares_within_its_folder(tmp_path):
+    from hemalite.benchmarks.cli import edge_bench_command
+
+    data = make_dataset(tmp_path / "data", per_class=3)
+    tiny_float32 = TINY_INT8.with_name("tiny_float32.tflite")
+    for folder, float_file in (("old", tiny_float32), ("new", TINY_INT8)):
+        (tmp_path / folder).mkdir()  # new/: its "float32" is the int8 file, so ratio 1
+        shutil.copy(float_file, tmp_path / folder / "model_float32.tflite")
+        shutil.copy(TINY_INT8, tmp_path / folder / "model_int8.tflite")
+    models = [str(tmp_path / f / f"model_{v}.tflite") for f in ("old", "new")
+              for v in ("float32", "int8")]
+    result = CliRunner().invoke(edge_bench_command, [*models, "--data", str(data), "--out",
+                                str(tmp_path / "out"), "--runs", "3", "--warmup", "1",
+                                "--no-audit", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = {m["variant"]: m for m in
+            json.loads((tmp_path / "out" / "report.json").read_text())["models"]}
+    assert sorted(rows) == ["float32 (new: model_float32.tflite)",
+                            "float32 (old: model_float32.tflite)",
+                            "int8 (new: model_int8.tflite)", "int8 (old: model_int8.tflite)"]
+    old, new = rows["int8 (old: model_int8.tflite)"], rows["int8 (new: model_int8.tflite)"]
+    assert old["vs_float"]["reference"] == "float32 (old: model_float32.tflite)"
+    assert new["vs_float"]["reference"] == "float32 (new: model_float32.tflite)"
+    assert new["size_ratio"] == 1.0 and old["size_ratio"] < 0.9
+    assert "| int8 (old: model_int8.tflite) |" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "confusion_models.png").is_file()
 
 
 def test_bench_measures_images_in_nested_class_folders(tiny_int8, tmp_path):
