@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hemalite.benchmarks.report import variant_of  # noqa: E402
 from hemalite.files import atomic_path  # noqa: E402
 from hemalite.plots import plot_confusion  # noqa: E402
 
@@ -95,11 +96,13 @@ def domain_plot(report: dict, path: Path) -> Path:
 
 def all_plots(report: dict, out: Path) -> list[Path]:
     labels = report["data"]["labels"]
-    by = {r["variant"]: r for r in report["models"]}
-    shown = [v for v in ("keras", "float32", "int8") if v in by] or list(by)
-    # named for what it shows: confusion_int8.png when only int8 was benchmarked
-    joined = "_vs_".join(shown)  # an A/B's row names hold ' (folder: file)': not a file name
-    compared = "float_vs_int8" if "int8" in shown and len(shown) > 1 else \
+    by = {r["variant"]: r for r in report["models"]}  # row names, unique (report.row_names)
+    kind = {r["variant"]: variant_of(r.get("path", r["variant"])) for r in report["models"]}
+    shown = [name for name in by if kind[name] in ("keras", "float32", "int8")] or list(by)
+    # named for what it shows: confusion_int8.png when only int8 was benchmarked; an A/B's
+    # row names ('int8 (old/model_int8.tflite)') are no file name: confusion_models.png
+    joined = "_vs_".join(shown)
+    compared = "float_vs_int8" if "int8" in {kind[n] for n in shown} and len(shown) > 1 else \
         joined if re.fullmatch(r"[\w.-]+", joined) else "models"
     confusion = out / f"confusion_{compared}.png"
     plot_confusion({v: np.asarray(by[v]["accuracy"]["confusion_matrix"]) for v in shown},

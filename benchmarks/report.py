@@ -125,21 +125,32 @@ def _measure_model(path: str, x: np.ndarray, y: np.ndarray, files: list[str], la
 
 def row_names(models: list[str]) -> dict[str, str]:
     """Each model's name in the report: its variant, or, where two files share a variant (an
-    A/B of two exports), the variant and the file's folder and name."""
+    A/B of two exports or two runs), the variant and the file's path below the folder all
+    the models share: 'int8 (old/model_int8.tflite)', 'int8 (runs/A/tflite/model_int8.tflite)'."""
     counts = Counter(variant_of(p) for p in models)
+    if max(counts.values(), default=0) < 2:
+        return {p: variant_of(p) for p in models}
+    top = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in models])
     return {p: variant_of(p) if counts[variant_of(p)] == 1 else
-            f"{variant_of(p)} ({Path(p).parent.name}: {Path(p).name})" for p in models}
+            f"{variant_of(p)} ({os.path.relpath(os.path.abspath(p), top)})" for p in models}
+
+
+def run_folder(path: str) -> Path:
+    """The folder a model belongs to: a run's tflite/ counts as the run (model.keras beside)."""
+    parent = Path(os.path.abspath(path)).parent
+    return parent.parent if parent.name == "tflite" else parent
 
 
 def reference_of(path: str, models: list[str]) -> str | None:
-    """The model a file's accuracy drop is measured against: the float32 .tflite (else the
-    Keras model) from the same folder, else the only one benchmarked; None if there is none
-    or it is ambiguous."""
-    for variant in ("float32", "keras"):
-        candidates = [p for p in models if variant_of(p) == variant]
-        same_folder = [p for p in candidates if Path(p).parent == Path(path).parent]
-        if same_folder or len(candidates) == 1:
-            return (same_folder or candidates)[0]
+    """The model a file's accuracy drop is measured against: the float32 .tflite, else the
+    Keras model, of its own run or folder; else the only float32 (else Keras) benchmarked;
+    None when there is none, or several and none of them its own."""
+    own = [p for p in models if run_folder(p) == run_folder(path)]
+    for pool in (own, models):
+        for variant in ("float32", "keras"):
+            candidates = [p for p in pool if variant_of(p) == variant]
+            if len(candidates) == 1 or (candidates and pool is own):
+                return candidates[0]
     return None
 
 

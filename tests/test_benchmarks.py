@@ -207,16 +207,16 @@ edge_bench_command([{str(TINY_INT8)!r}, {str(TINY_INT8.with_name('tiny_float32.t
     assert "| int8 |" in proc.stdout and "int8 instruction sets:" in proc.stdout
 
 
-def test_an_a_b_of_two_folders_names_each_file_and_compares_within_its_folder(tmp_path):
+def test_an_a_b_of_two_runs_names_each_file_and_compares_within_its_run(tmp_path):
     from hemalite.benchmarks.cli import edge_bench_command
 
     data = make_dataset(tmp_path / "data", per_class=3)
     tiny_float32 = TINY_INT8.with_name("tiny_float32.tflite")
-    for folder, float_file in (("old", tiny_float32), ("new", TINY_INT8)):
-        (tmp_path / folder).mkdir()  # new/: its "float32" is the int8 file, so ratio 1
-        shutil.copy(float_file, tmp_path / folder / "model_float32.tflite")
-        shutil.copy(TINY_INT8, tmp_path / folder / "model_int8.tflite")
-    models = [str(tmp_path / f / f"model_{v}.tflite") for f in ("old", "new")
+    for run, float_file in (("old", tiny_float32), ("new", TINY_INT8)):
+        (tmp_path / run / "tflite").mkdir(parents=True)  # new: its "float32" is the int8 file
+        shutil.copy(float_file, tmp_path / run / "tflite" / "model_float32.tflite")
+        shutil.copy(TINY_INT8, tmp_path / run / "tflite" / "model_int8.tflite")
+    models = [str(tmp_path / r / "tflite" / f"model_{v}.tflite") for r in ("old", "new")
               for v in ("float32", "int8")]
     result = CliRunner().invoke(edge_bench_command, [*models, "--data", str(data), "--out",
                                 str(tmp_path / "out"), "--runs", "3", "--warmup", "1",
@@ -224,15 +224,28 @@ def test_an_a_b_of_two_folders_names_each_file_and_compares_within_its_folder(tm
     assert result.exit_code == 0, result.output
     rows = {m["variant"]: m for m in
             json.loads((tmp_path / "out" / "report.json").read_text())["models"]}
-    assert sorted(rows) == ["float32 (new: model_float32.tflite)",
-                            "float32 (old: model_float32.tflite)",
-                            "int8 (new: model_int8.tflite)", "int8 (old: model_int8.tflite)"]
-    old, new = rows["int8 (old: model_int8.tflite)"], rows["int8 (new: model_int8.tflite)"]
-    assert old["vs_float"]["reference"] == "float32 (old: model_float32.tflite)"
-    assert new["vs_float"]["reference"] == "float32 (new: model_float32.tflite)"
+    assert sorted(rows) == [f"{v} ({r}/tflite/model_{v}.tflite)" for v in ("float32", "int8")
+                            for r in ("new", "old")]
+    old = rows["int8 (old/tflite/model_int8.tflite)"]
+    new = rows["int8 (new/tflite/model_int8.tflite)"]
+    assert old["vs_float"]["reference"] == "float32 (old/tflite/model_float32.tflite)"
+    assert new["vs_float"]["reference"] == "float32 (new/tflite/model_float32.tflite)"
     assert new["size_ratio"] == 1.0 and old["size_ratio"] < 0.9
-    assert "| int8 (old: model_int8.tflite) |" in (tmp_path / "out" / "report.md").read_text()
-    assert (tmp_path / "out" / "confusion_models.png").is_file()
+    report_md = (tmp_path / "out" / "report.md").read_text()
+    assert "| int8 (old/tflite/model_int8.tflite) |" in report_md
+    assert (tmp_path / "out" / "confusion_float_vs_int8.png").is_file()  # all four in it
+
+
+def test_the_reference_is_the_float32_of_the_same_run_else_the_only_one():
+    from hemalite.benchmarks.report import reference_of
+
+    run = ["r/model.keras", "r/tflite/model_float32.tflite", "r/tflite/model_int8.tflite"]
+    assert [reference_of(p, run) for p in run] == [run[1]] * 3  # keras too: not itself
+    assert reference_of("a/x_int8.tflite", ["a/x_int8.tflite", "b/y_float32.tflite"]) == \
+        "b/y_float32.tflite"  # the only float32 benchmarked
+    two = ["a/model_int8.tflite", "b/model_float32.tflite", "c/model_float32.tflite"]
+    assert reference_of(two[0], two) is None  # which float32? neither is its own
+    assert reference_of(run[2], run[2:]) is None  # nothing to compare with
 
 
 def test_bench_measures_images_in_nested_class_folders(tiny_int8, tmp_path):

@@ -326,10 +326,22 @@ def test_consistency_pairs_are_two_jitters_of_one_image_side_by_side(monkeypatch
 
 
 @pytest.mark.slow
-def test_consistency_trains_through_the_cli_and_saves_a_plain_model(tiny_data, tmp_path):
+def test_consistency_trains_through_the_cli_and_saves_a_plain_model(tiny_data, tmp_path,
+                                                                    monkeypatch):
+    from hemalite.train import fit
+
+    seen = {"datasets": [], "losses": []}
+    real_dataset, real_loss = fit.image_dataset, fit.consistency_loss
+    monkeypatch.setattr(fit, "image_dataset",
+                        lambda *a, **k: seen["datasets"].append(k) or real_dataset(*a, **k))
+    monkeypatch.setattr(fit, "consistency_loss",
+                        lambda *a: seen["losses"].append(a) or real_loss(*a))
     result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--epochs", "2",
                                                 "--consistency", "10"))
     assert result.exit_code == 0, result.output
+    training = [k for k in seen["datasets"] if "pairs" in k]  # validation's has no pairs
+    assert len(training) == 1 and training[0]["pairs"][0] == 3  # the tiny data's 3 classes
+    assert seen["losses"] == [(3, 10.0)]
     run = tmp_path / "run"
     assert json.loads((run / "config.json").read_text())["consistency"] == 10.0
     history = json.loads((run / "history.json").read_text())["train"]

@@ -75,9 +75,10 @@ from hemalite.train.fit import TrainConfig  # the click defaults are its default
               show_default=True,
               help="While fine-tuning, show each image as two independent jitters in the same "
                    "batch and add this weight x the Jensen-Shannon divergence of the two "
-                   "predictions to the loss (e.g. 10), so another lab's lamp, focus or "
-                   "objective cannot move the answer; half as many distinct images per step. "
-                   "0 turns it off.")
+                   "predictions to the loss, so another lab's lamp, focus or objective is "
+                   "taught not to move the answer; half as many distinct images per step. "
+                   "0 turns it off (2 and 10 both did worse than 0 in 24 minutes: "
+                   "benchmarks/reports/grounding_ablation.md).")
 @click.option("--progress/--no-progress", default=TrainConfig.progress, show_default=True)
 @click.option("--force", is_flag=True,
               help="Delete what an earlier run left in --out (model, splits, tflite/...) and "

@@ -191,7 +191,10 @@ def consistency_loss(num_classes: int, weight: float):
     two jitters of one image in rows 2i and 2i + 1, image_dataset(pairs=...)) `weight` x
     the Jensen-Shannon divergence between the two predictions, so a lamp, focus or objective
     change that the jitter draws cannot move the answer (AugMix's consistency, Hendrycks et
-    al. 2020, with two views). Plain labels (validation) get the cross-entropy alone."""
+    al. 2020, with two views). Plain labels (validation) get the cross-entropy alone.
+    The class weights (sample weights) scale the whole of a row's loss, divergence included,
+    and the training loss Keras logs includes the divergence: compare it only between runs
+    with the same weight."""
     import keras
     from keras import ops
 
