@@ -1,22 +1,30 @@
 """Leukocyte-centred crops (issue #10's untried candidate): one prediction per stained blob,
 combined per image. An experiment on the validation split, not part of hemalite.
 
-    .venv/bin/python scripts/experiments/cell_crops.py runs/crops1 --split-from runs/cellsS \
-        --weights ../shared/weights/mobilenet_v2_1.0_224_imagenet_no_top.weights.h5
-    .venv/bin/python scripts/experiments/cell_crops.py runs/crops1 --evaluate-only
+    .venv/bin/python scripts/experiments/cell_crops.py runs/crops2 --split-from runs/cellsS \
+        --weights ../shared/weights/mobilenet_v2_1.0_224_imagenet_no_top.weights.h5 \
+        --crop 64 --size 128
+    .venv/bin/python scripts/experiments/cell_crops.py runs/crops2 --evaluate-only \
+        --with runs/cellsS
 
-Each blob of the stain mask (hemalite.cells.find_cells, largest first) gives a CROP x CROP
-window of the grounded image (background grey, as the bundled model sees it) centred on the
-blob's box, resized to SIZE x SIZE (2x: a median blob is 32 px across at 224). Training
-labels every crop with its image's class; the image's answer is the mean log-probability of
-its crops. The acquisition jitter (hemalite.shifts.random_acquisition) is drawn on the whole
-image before cropping, so another objective changes the cells' size in the crop as it would
-on a microscope. The recipe otherwise follows the bundled run W: head on cached features,
-then fine-tuning from block_2_expand at 1e-4 for 10 epochs with the paper's augmentation,
-the plateau schedule and early stopping on validation loss (here the crops' loss).
+Each blob of the stain mask (hemalite.cells.find_cells, largest first) gives a fixed CROP x
+CROP window of the grounded image (background grey, as the bundled model sees it) centred on
+the blob's box and upsampled to SIZE x SIZE (2x; a median blob is 32 px across at 224, and
+a blob wider than the window, touching cells, is cut at its edges). Every window gets its
+image's label; the image's answer is the mean log-probability of its windows (the largest
+TRAIN_CELLS blobs in training, EVAL_CELLS when evaluating). The acquisition jitter
+(hemalite.shifts.random_acquisition) is drawn on the whole image before cropping, so another
+objective changes the cells' size in the window as it would on a microscope. Otherwise the
+bundled run W's recipe: head on cached features, then fine-tuning from block_2_expand at
+1e-4 for 10 epochs with the paper's augmentation, the plateau schedule and early stopping on
+validation loss (here the windows' loss).
 
 The report: validation accuracy per image as is and under every audit shift (the rows of
-val_shifts.py), the images left without a blob, and the crops' own accuracy.
+val_shifts.py), the images left without a blob, and the windows' own accuracy; `--with RUN`
+adds a whole-image run's accuracy and the two averaged. `--evaluate-only` reads the window
+geometry from the run's geometry.json (--crop and --size are for training). The test split
+is never read. The windows are resized with OpenCV here: a shipped version must go through
+the contract's one resize (hemalite.contract.preprocess; shared/STYLE.md).
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ from hemalite.train import data
 
 CROP = 48  # px of the 224-px image around each blob's centre
 SIZE = 96  # px the backbone sees: 2x
-TRAIN_CELLS = 8  # the largest blobs of a training image (7.7 on average, 1-24)
+TRAIN_CELLS = 8  # the largest blobs of a training image (it has 7.7 on average, 1-24)
 EVAL_CELLS = 16
 
 
@@ -108,6 +116,7 @@ def train(args) -> None:
     from hemalite.train import model as models
     from hemalite.train.fit import augmenter, class_weights
 
+    keras.utils.set_random_seed(args.seed)  # initialisation too, not only the jitter
     split = load_run(args.split_from)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,12 +151,19 @@ def train(args) -> None:
     aug = augmenter(args.seed)
 
     class Jittered(keras.utils.PyDataset):
-        """Every epoch: each training image through a new random acquisition, then cropped."""
+        """Every epoch: each training image through a new random acquisition, then cropped.
+
+        The jitter changes how many blobs are found, but Keras reads the number of steps
+        once: it stays the first draw's, and an epoch with fewer windows wraps around.
+        (Before this, C1-C3 of the ablation ran with a length that changed: a shorter
+        epoch ended early with Keras's "ran out of data", a longer one dropped its tail.)
+        """
 
         def __init__(self):
             super().__init__()
             self.rng = np.random.default_rng(args.seed)
             self.on_epoch_end()
+            self.steps = -(-len(self.x) // 32)
 
         def on_epoch_end(self):
             jittered = np.stack([shifts.random_acquisition(img, self.rng) for img in x_tr])
@@ -155,10 +171,10 @@ def train(args) -> None:
             self.order = self.rng.permutation(len(self.x))
 
         def __len__(self):
-            return -(-len(self.x) // 32)
+            return self.steps
 
         def __getitem__(self, i):
-            idx = self.order[i * 32:(i + 1) * 32]
+            idx = self.order[np.arange(i * 32, (i + 1) * 32) % len(self.x)]
             batch = aug(self.x[idx].astype(np.float32), training=True)
             w = np.array([weights[c] for c in self.y[idx]], np.float32)
             return np.clip(np.asarray(batch), 0, 255), self.y[idx], w
@@ -210,8 +226,9 @@ def evaluate(out: Path, whole: str | None) -> None:
                   f"{np.mean(shifted):.2f}, worst {min(shifted):.1f}")
     erased = np.stack([shifts.erase_leukocytes(img) for img in x])
     probs, none, _ = image_probs(model, erased, y, classes)
-    print(f"leukocytes erased: {100 * right(probs, y).mean():.1f} % right, "
-          f"{none} of {len(y)} without a blob")
+    kept = probs.max(1) > 0
+    print(f"leukocytes erased: {none} of {len(y)} without a blob (referred); right on "
+          f"{right(probs, y)[kept].sum()} of the {kept.sum()} others")
     (out / "val_shifts.json").write_text(json.dumps(rows, indent=1) + "\n")
 
 
@@ -232,7 +249,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     if args.evaluate_only:  # the geometry the run was trained with
-        CROP, SIZE = json.loads((out / "geometry.json").read_text()).values()
+        geometry = json.loads((out / "geometry.json").read_text())
+        CROP, SIZE = geometry["crop"], geometry["size"]
     else:
         CROP, SIZE = args.crop, args.size
         out.mkdir(parents=True, exist_ok=True)
