@@ -43,6 +43,7 @@ CROP = 48  # px of the 224-px image around each blob's centre
 SIZE = 96  # px the backbone sees: 2x
 TRAIN_CELLS = 8  # the largest blobs of a training image (it has 7.7 on average, 1-24)
 EVAL_CELLS = 16
+HUE = 25.0  # degrees: --hue-p's extra hue draw, row E's range (the jitter's own is +-20)
 
 
 def cell_crops(rgb: np.ndarray, max_cells: int) -> np.ndarray:
@@ -166,9 +167,15 @@ def train(args) -> None:
             self.steps = -(-len(self.x) // 32)
 
         def on_epoch_end(self):
-            jittered = np.stack([shifts.random_acquisition(img, self.rng) for img in x_tr])
+            jittered = np.stack([self.jitter(img) for img in x_tr])
             self.x, self.y, _ = crops_of(jittered, y_tr, TRAIN_CELLS)
             self.order = self.rng.permutation(len(self.x))
+
+        def jitter(self, img):
+            out = shifts.random_acquisition(img, self.rng)
+            if args.hue_p and self.rng.random() < args.hue_p:  # row E's extra hue draw
+                out = shifts.hue(out, self.rng.uniform(-HUE, HUE))
+            return out
 
         def __len__(self):
             return self.steps
@@ -243,6 +250,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--crop", type=int, default=CROP, help="px of the 224-px image")
     parser.add_argument("--size", type=int, default=SIZE, help="px the backbone sees")
+    parser.add_argument("--hue-p", type=float, default=0.0,
+                        help="share of training images given an extra hue shift (+-25 deg)")
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument("--with", dest="whole", metavar="RUN",
                         help="also a whole-image run (e.g. runs/cellsS), and the two averaged")
