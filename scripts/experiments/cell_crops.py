@@ -23,8 +23,8 @@ The report: validation accuracy per image as is and under every audit shift (the
 val_shifts.py), the images left without a blob, and the windows' own accuracy; `--with RUN`
 adds a whole-image run's accuracy and the two averaged. `--evaluate-only` reads the window
 geometry from the run's geometry.json (--crop and --size are for training). The test split
-is never read. The windows are resized with OpenCV here: a shipped version must go through
-the contract's one resize (hemalite.contract.preprocess; shared/STYLE.md).
+is never read. The windows are resized by the contract's one resize
+(hemalite.contract.preprocess; the ablation's runs C1-C4 trained on OpenCV's resize).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from hemalite import cells, shifts
+from hemalite.contract import InputSpec, preprocess
 from hemalite.convert.export import load_run
 from hemalite.train import data
 
@@ -48,22 +49,20 @@ HUE = 25.0  # degrees: --hue-p's extra hue draw, row E's range (the jitter's own
 
 def cell_crops(rgb: np.ndarray, max_cells: int) -> np.ndarray:
     """(n, SIZE, SIZE, 3) uint8 crops of the grounded image around its n largest blobs."""
-    import cv2
-
     soft = cells.soft_mask(rgb)
     found = cells.find_cells(rgb, mask=soft >= 0.5)[:max_cells]
     if not found:
         return np.zeros((0, SIZE, SIZE, 3), np.uint8)
-    grounded = rgb.astype(np.float32) * soft[..., None] + cells.BACKGROUND * (1 - soft[..., None])
+    grounded = np.clip(np.round(rgb * soft[..., None] + cells.BACKGROUND * (1 - soft[..., None])),
+                       0, 255).astype(np.uint8)
     half = CROP // 2
     padded = np.pad(grounded, ((half, half), (half, half), (0, 0)),
                     constant_values=cells.BACKGROUND)
     out = []
     for c in found:
         cx, cy = c.x + c.width // 2, c.y + c.height // 2  # padded coordinates: + half - half
-        window = padded[cy:cy + CROP, cx:cx + CROP]
-        out.append(cv2.resize(window, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR))
-    return np.clip(np.round(np.stack(out)), 0, 255).astype(np.uint8)
+        out.append(preprocess(padded[cy:cy + CROP, cx:cx + CROP], InputSpec(SIZE, SIZE)))
+    return np.stack(out)
 
 
 def crops_of(images: np.ndarray, labels: np.ndarray, max_cells: int):
@@ -95,6 +94,27 @@ def image_probs(model, images: np.ndarray, labels: np.ndarray, classes: int):
 def right(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per image: the top class is the label (an all-zero row, no blob, is wrong)."""
     return (probs.argmax(1) == labels) & (probs.max(1) > 0)
+
+
+def to_tflite(out: Path, variant: str, calib: np.ndarray | None = None) -> Path:
+    """The run's windows model as out/tflite/crops_<variant>.tflite, through hemalite's own
+    export, converter and metadata (load it with hemalite.edge.runtime.load_model)."""
+    import tempfile
+
+    import keras
+
+    from hemalite.convert import export
+
+    split = load_run(Path(out / "split_from.txt").read_text().strip())
+    run = export.Run(out, keras.models.load_model(out / "model.keras", compile=False),
+                     split.labels, InputSpec(SIZE, SIZE), split.config)
+    path = out / "tflite" / f"crops_{variant}.tflite"
+    path.parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as saved:
+        export.export_saved_model(export.export_model(run.model), saved)
+        flat = export.convert_variant(saved, variant, calib)
+    path.write_bytes(export.embed_metadata(flat, export.model_info(run, variant, None)))
+    return path
 
 
 def build(weights: str, classes: int):

@@ -1,53 +1,72 @@
-"""Validation shifts in int8: the bundled int8 file (W), a crops run (cell_crops.py) converted
-to int8, and the two averaged, as `cell_crops.py --evaluate-only --with` does in Keras float.
-An experiment, not part of hemalite; reads the train split (calibration) and validation only.
+"""A crops run (cell_crops.py) in int8 beside the bundled int8 file (W): validation accuracy
+per image under every audit shift (the windows, W, the two averaged, as `cell_crops.py
+--evaluate-only --with` does in Keras float), then one window's and one image's invoke time
+(1 thread, median of 50) and the file sizes. An experiment, not part of hemalite; reads the
+training split (calibration) and the validation split only.
 
     .venv/bin/python scripts/experiments/crops_int8.py runs/crops4
 """
-import sys, json
+from __future__ import annotations
+
+import json
+import sys
+import time
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).parent))  # cell_crops.py
-import numpy as np, keras, tensorflow as tf
-import cell_crops as cc
-from hemalite import shifts
-from hemalite.convert.export import load_run
-from hemalite.train import data
-from hemalite.edge.runtime import default_model_path, load_model
-from ai_edge_litert.interpreter import Interpreter
 
-out = Path(sys.argv[1])
-cc.CROP, cc.SIZE = json.loads((out / "geometry.json").read_text()).values()
-model = keras.models.load_model(out / "model.keras", compile=False)
-split = load_run("runs/cellsS")
-xt, yt, _ = data.load_pixels(split.data_dir, split.samples("train")[::20], split.spec, progress=False)
-calib, _, _ = cc.crops_of(xt, yt, 4)
-conv = tf.lite.TFLiteConverter.from_keras_model(model)
-conv.optimizations = [tf.lite.Optimize.DEFAULT]
-conv.representative_dataset = lambda: ([c[None].astype(np.float32)] for c in calib)
-conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-conv.inference_input_type = tf.uint8; conv.inference_output_type = tf.uint8
-it = Interpreter(model_content=conv.convert(), num_threads=2); it.allocate_tensors()
-i_d, o_d = it.get_input_details()[0], it.get_output_details()[0]
-s, z = o_d["quantization"]
+import numpy as np
 
-class Int8Crops:
-    def predict(self, xs, **_):
-        res = []
-        for c in xs:
-            it.set_tensor(i_d["index"], c[None].astype(np.uint8)); it.invoke()
-            res.append((it.get_tensor(o_d["index"])[0].astype(np.float32) - z) * s)
-        return np.stack(res)
+sys.path.insert(0, str(Path(__file__).parent))
+import cell_crops as cc  # noqa: E402  (a sibling script)
 
-w = load_model(Path(default_model_path()))  # bundled int8
-x, y, _ = data.load_pixels(split.data_dir, split.samples("val"), split.spec, progress=False)
-cases = [("as is", None)] + [(shifts.shift_name(n, v), (n, v)) for n, v in shifts.AUDIT_SHIFTS]
-rows = {"crops": [], "whole": [], "both": []}
-for name, shift in cases:
-    xs = x if shift is None else np.stack([shifts.apply_shift(img, *shift) for img in x])
-    pc, none, _ = cc.image_probs(Int8Crops(), xs, y, 4)
-    pw = np.stack([w.predict(img) for img in xs])
-    for k, p in (("crops", pc), ("whole", pw), ("both", pc + pw)):
-        rows[k].append(100 * float(cc.right(p, y).mean()))
-    print(f"{name:18s} " + "  ".join(f"{k} {v[-1]:5.1f}" for k, v in rows.items()), flush=True)
-for k, v in rows.items():
-    print(f"{k} int8: as is {v[0]:.1f}, mean of 12 {np.mean(v[1:]):.2f}, worst {min(v[1:]):.1f}")
+from hemalite import shifts  # noqa: E402
+from hemalite.convert.export import load_run  # noqa: E402
+from hemalite.edge.runtime import default_model_path, load_model  # noqa: E402
+from hemalite.train import data  # noqa: E402
+
+
+def median_ms(model, images: np.ndarray, n: int = 60) -> float:
+    times = []
+    for k in range(n):
+        start = time.perf_counter()
+        model.predict(images[k % len(images)])
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times[10:]))
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    geometry = json.loads((out / "geometry.json").read_text())
+    cc.CROP, cc.SIZE = geometry["crop"], geometry["size"]
+    split = load_run(Path(out / "split_from.txt").read_text().strip())
+    xt, yt, _ = data.load_pixels(split.data_dir, split.samples("train")[::20], split.spec, False)
+    calib, _, _ = cc.crops_of(xt, yt, 4)  # 4 windows of every 20th training image
+    path = cc.to_tflite(out, "int8", calib)
+    crops, whole = load_model(path, 2), load_model(default_model_path(), 2)
+    x, y, _ = data.load_pixels(split.data_dir, split.samples("val"), split.spec, False)
+    cases = [("as is", None)] + [(shifts.shift_name(n, v), (n, v)) for n, v in shifts.AUDIT_SHIFTS]
+    rows = {"crops": [], "whole": [], "both": []}
+
+    class Windows:  # image_probs calls model.predict(windows, ...)
+        @staticmethod
+        def predict(windows, **_):
+            return crops.predict_batch(windows.astype(np.uint8))
+
+    for name, shift in cases:
+        xs = x if shift is None else np.stack([shifts.apply_shift(img, *shift) for img in x])
+        p_crops, _, _ = cc.image_probs(Windows, xs, y, len(split.labels))
+        p_whole = whole.predict_batch(xs)
+        for kind, p in (("crops", p_crops), ("whole", p_whole), ("both", p_crops + p_whole)):
+            rows[kind].append(100 * float(cc.right(p, y).mean()))
+        print(f"{name:18s} " + "  ".join(f"{k} {v[-1]:5.1f}" for k, v in rows.items()), flush=True)
+    for kind, v in rows.items():
+        print(f"{kind} int8: as is {v[0]:.1f}, mean of 12 {np.mean(v[1:]):.2f}, worst {min(v[1:]):.1f}")
+    windows, _, _ = cc.crops_of(x, y, cc.EVAL_CELLS)
+    one = load_model(path, 1)
+    bundled = load_model(default_model_path(), 1)
+    print(f"1 thread: one window {median_ms(one, windows):.2f} ms "
+          f"({len(windows) / len(x):.1f} windows per validation image), the bundled file "
+          f"{median_ms(bundled, x):.2f} ms per image; {path.name} {path.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()
