@@ -22,7 +22,9 @@ validation loss (here the windows' loss).
 The report: validation accuracy per image as is and under every audit shift (the rows of
 val_shifts.py), the images left without a blob, and the windows' own accuracy; `--with RUN`
 adds a whole-image run's accuracy and the two averaged. `--evaluate-only` reads the window
-geometry from the run's geometry.json (--crop and --size are for training). The test split
+geometry from the run's geometry.json (--crop and --size are for training). `--init-from RUN`
+starts the windows' backbone from a whole-image run's fine-tuned one (session 13's C8, C9);
+`--epochs 0` trains the head only. The test split
 is never read. The windows are resized by the contract's one resize
 (hemalite.contract.preprocess; the ablation's runs C1-C4 trained on OpenCV's resize).
 """
@@ -148,6 +150,9 @@ def train(args) -> None:
     x_va, y_va, _ = data.load_pixels(split.data_dir, split.samples("val"), split.spec, False)
     start = time.time()
     model, backbone, head = build(args.weights, classes)
+    if args.init_from:  # start from a whole-image run's fine-tuned backbone, not ImageNet's
+        from hemalite.train.model import BACKBONE
+        backbone.set_weights(load_run(args.init_from).model.get_layer(BACKBONE).get_weights())
     xc_tr, yc_tr, _ = crops_of(x_tr, y_tr, TRAIN_CELLS)
     xc_va, yc_va, _ = crops_of(x_va, y_va, EVAL_CELLS)
     weights = class_weights(yc_tr, classes)
@@ -272,6 +277,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=SIZE, help="px the backbone sees")
     parser.add_argument("--hue-p", type=float, default=0.0,
                         help="share of training images given an extra hue shift (+-25 deg)")
+    parser.add_argument("--init-from", metavar="RUN",
+                        help="a whole-image run whose fine-tuned backbone to start from")
     parser.add_argument("--evaluate-only", action="store_true")
     parser.add_argument("--with", dest="whole", metavar="RUN",
                         help="also a whole-image run (e.g. runs/cellsS), and the two averaged")
