@@ -1,6 +1,7 @@
 """Invoke time of two or more .tflite files, alternating so that a VM's drifting speed hits
-them alike: one test image, per thread count three rounds of (10 warm-up, median of 100
-invokes) per file. An experiment (grounding_ablation.md, session 13).
+them alike: one all4 image, per thread count three rounds of `hemalite bench`'s own
+measurement (benchmarks.measure.invoke_latency: 10 warm-up invokes, then the median of 100)
+per file. An experiment (grounding_ablation.md, session 13).
 
     .venv/bin/python scripts/experiments/compare_latency.py hemalite/models/hemalite_int8.tflite \
         runs/two_pass/model_int8.tflite
@@ -8,25 +9,11 @@ invokes) per file. An experiment (grounding_ablation.md, session 13).
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from hemalite.contract import preprocess
+from hemalite.benchmarks.measure import invoke_latency
+from hemalite.contract import load_image, preprocess
 from hemalite.edge.runtime import load_model
-
-
-def median_ms(model, x: np.ndarray, n: int = 100, warmup: int = 10) -> float:
-    for _ in range(warmup):
-        model.predict(x)
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        model.predict(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
 
 
 def main() -> None:
@@ -36,15 +23,13 @@ def main() -> None:
                         help="default: the first image of ../shared/data/all4/Pre")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    image = Path(args.image) if args.image else sorted(Path("../shared/data/all4/Pre").iterdir())[0]
-    rgb = np.asarray(Image.open(image).convert("RGB"))
+    image = args.image or sorted(Path("../shared/data/all4/Pre").iterdir())[0]
+    pixels = preprocess(load_image(image), load_model(args.models[0]).info.spec)
     for threads in args.threads:
-        models = {path: load_model(path, threads) for path in args.models}
-        x = preprocess(rgb, next(iter(models.values())).info.spec)
-        rounds = {path: [] for path in models}
+        rounds = {path: [] for path in args.models}
         for _ in range(3):
-            for path, model in models.items():
-                rounds[path].append(median_ms(model, x))
+            for path in args.models:
+                rounds[path].append(invoke_latency(path, threads, 100, 10, pixels)["p50_ms"])
         for path, ms in rounds.items():
             print(f"{threads} thread(s)  {path}: " + " / ".join(f"{v:.2f}" for v in ms) + " ms")
 

@@ -1,8 +1,9 @@
 """A crops run (cell_crops.py) in int8 beside the bundled int8 file (W): validation accuracy
 per image under every audit shift (the windows, W, the two averaged, as `cell_crops.py
 --evaluate-only --with` does in Keras float), then one window's and one image's invoke time
-(1 thread, median of 50) and the file sizes. An experiment, not part of hemalite; reads the
-training split (calibration) and the validation split only.
+(1 thread, `hemalite bench`'s invoke_latency: median of 50 after 10) and the file size. An
+experiment, not part of hemalite; reads the training split (calibration) and the validation
+split only.
 
     .venv/bin/python scripts/experiments/crops_int8.py runs/crops4
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import cell_crops as cc  # noqa: E402  (a sibling script)
 
 from hemalite import shifts  # noqa: E402
+from hemalite.benchmarks.measure import invoke_latency  # noqa: E402
 from hemalite.convert.export import load_run  # noqa: E402
 from hemalite.edge.runtime import default_model_path, load_model  # noqa: E402
 from hemalite.train import data  # noqa: E402
-
-
-def median_ms(model, images: np.ndarray, n: int = 60) -> float:
-    times = []
-    for k in range(n):
-        start = time.perf_counter()
-        model.predict(images[k % len(images)])
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times[10:]))
 
 
 def main() -> None:
@@ -61,11 +53,11 @@ def main() -> None:
     for kind, v in rows.items():
         print(f"{kind} int8: as is {v[0]:.1f}, mean of 12 {np.mean(v[1:]):.2f}, worst {min(v[1:]):.1f}")
     windows, _, _ = cc.crops_of(x, y, cc.EVAL_CELLS)
-    one = load_model(path, 1)
-    bundled = load_model(default_model_path(), 1)
-    print(f"1 thread: one window {median_ms(one, windows):.2f} ms "
-          f"({len(windows) / len(x):.1f} windows per validation image), the bundled file "
-          f"{median_ms(bundled, x):.2f} ms per image; {path.name} {path.stat().st_size} bytes")
+    window_ms = invoke_latency(str(path), 1, 50, 10, windows[0])["p50_ms"]
+    image_ms = invoke_latency(str(default_model_path()), 1, 50, 10, x[0])["p50_ms"]
+    print(f"1 thread: one window {window_ms:.2f} ms ({len(windows) / len(x):.1f} windows per "
+          f"validation image), the bundled file {image_ms:.2f} ms per image; {path.name} "
+          f"{path.stat().st_size} bytes")
 
 
 if __name__ == "__main__":
