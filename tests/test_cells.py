@@ -35,7 +35,8 @@ def test_mask_covers_the_stain_not_the_slide_nor_the_scale_bar():
     mask = cells.leukocyte_mask(rgb)
     assert 0.03 < mask.mean() < 0.4
     score = cells.stain_score(rgb)
-    assert score[mask].mean() > score[~mask].mean() + 40  # purple inside, pale outside
+    # purple inside (with the cytoplasm rim the mask adds), pale outside
+    assert score[mask].mean() > score[~mask].mean() + 30
     assert not mask[shifts.annotation_box(*mask.shape)].any()  # red / black ink is not stain
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hemalite import __version__
+from hemalite import __version__, cells
 from hemalite.contract import InputSpec
 from hemalite.files import atomic_path, read_json, write_json
 from hemalite.metrics import classification_metrics
@@ -75,6 +75,10 @@ class TrainConfig:
         if self.work_size is not None and self.arch != "mobilenetv2":
             raise data.TrainError(f"--work-size resizes the input of MobileNetV2's backbone; "
                                   f"--arch {self.arch} has none (leave --work-size out)")
+        if self.ground and self.image_size % cells.BLOCK:
+            raise data.TrainError(f"--image-size {self.image_size}: the stain mask works on "
+                                  f"{cells.BLOCK} x {cells.BLOCK} blocks, so the side must be "
+                                  f"a multiple of {cells.BLOCK} (e.g. 224, 256, 288)")
         if self.stain_jitter and not self.acquisition:
             raise data.TrainError("--stain-jitter is part of the acquisition jitter; "
                                   "--no-acquisition turns that off (leave one of them out)")
