@@ -1,12 +1,17 @@
 """One image through the model and the checks around it: probabilities, heatmap, and why to
 refer it to a morphologist instead of trusting the label.
 
-Reasons, in the order they are checked (the first two only for models that carry a domain
-check, i.e. made by `hemalite convert` from a MobileNetV2 run):
+Reasons, in the order they are checked (all but low-confidence only for models that carry a
+domain check, i.e. made by `hemalite convert` from a MobileNetV2 run):
   no-leukocyte   the stain mask finds no leukocyte: there is nothing to classify (also
-                 with --no-domain-check: it is a result, not a guess);
-  out-of-domain  the model's features or the cells' size / stain colour are unlike the
-                 training images (hemalite.domain, fitted by `hemalite convert`);
+                 with --no-domain-check: it is a result, not a guess), unless a fault at
+                 the microscope explains it (the darkest objects, the nuclei, in another
+                 stain's colour; a lamp or an objective far off): then that fault's reason;
+  exposure, magnification, out-of-focus, stain
+                 something to fix at the microscope (hemalite.acquisition: the lamp, the
+                 objective, the focus, the stain or white balance); the detail gives the
+                 number, the range and the fix, the worst fault first;
+  out-of-domain  the model's features are unlike the training images' (hemalite.domain);
   low-confidence the top probability is below the floor (--min-confidence).
 The label is still computed for every image: a REFER keeps the model's best guess.
 """
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hemalite import cells
+from hemalite import acquisition, cells
 from hemalite import domain as dom
 from hemalite.edge.runtime import Model
 
@@ -29,6 +34,7 @@ class Assessment:
     cam: np.ndarray | None = None  # (rows, columns, classes) class-activation maps
     domain_score: float | None = None
     cells: int | None = None
+    measures: dict | None = None  # hemalite.acquisition.measure of the model's input
 
 
 def read_cam(model: Model, classes: int) -> np.ndarray | None:
@@ -48,18 +54,26 @@ def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
     check = model.domain
     if check is None:
         return _floor(result, min_confidence)
-    measures = dom.cell_measures(pixels)
-    result.cells = measures["cells"]
-    if check.leukocytes and not measures["cells"]:  # a result, not a guess
+    result.measures = acquisition.measure(pixels)
+    result.cells = result.measures["cells"]
+    faults = check.acquisition_faults(result.measures) if domain_check else []
+    if check.leukocytes and not result.cells:  # a result, not a guess ...
         result.reason, result.detail = dom.NO_LEUKOCYTE, "no stained leukocyte found"
+        if faults:  # ... unless the lamp, objective or stain explains why none was found
+            result.reason = faults[0][1]
+            result.detail = "; ".join(["no leukocyte found"] + [d for _, _, d in faults])
         return result
     if domain_check:
+        if faults:
+            result.reason = faults[0][1]
+            result.detail = "; ".join(detail for _, _, detail in faults)
+            return result
         z = model.get_output("domain")
         result.domain_score = check.feature_score(z)
-        out = check.cell_reasons(measures)
+        out = []
         outlier = check.outlier_score(z)
         if outlier is not None and outlier > check.outlier["threshold"]:
-            out.insert(0, f"outlier score {outlier:.2f} > {check.outlier['threshold']:.2f}")
+            out.append(f"outlier score {outlier:.2f} > {check.outlier['threshold']:.2f}")
         if result.domain_score > check.threshold:
             out.insert(0, f"feature score {result.domain_score:.2f} > {check.threshold:.2f}")
         if out:

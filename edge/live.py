@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hemalite import acquisition
 from hemalite.contract import preprocess
 from hemalite.edge import sources
 from hemalite.edge.classify import Checks, Result, Summary, classify
@@ -96,6 +97,8 @@ def _draw(model: Model, rgb: np.ndarray, pixels: np.ndarray, frame: Frame, check
     result = frame.result
     text = (f"REFER {result.reason} ({result.guess} {result.probability:.2f})"
             if result.reason else f"{result.label} {result.probability:.2f}")
+    if result.reason in acquisition.REASONS:  # what to fix, live, while the technician adjusts
+        text += "\n" + result.detail.split("; ")[0]
     shown = live_heatmap(model, rgb, pixels) if checks.heatmap_dir is not None else rgb
     annotated = sources.overlay(shown, text, frame.fps)
     if save:

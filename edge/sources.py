@@ -213,7 +213,8 @@ def _gui_backend() -> str:
 
 
 def overlay(rgb: np.ndarray, text: str, fps: float) -> np.ndarray:
-    """A BGR copy of the frame with the label, probability and FPS drawn on it.
+    """A BGR copy of the frame with the label, probability (and, for a fault at the
+    microscope, what to fix: the text's second line) and FPS drawn on it.
 
     Each line sits on its own black band, so it reads on any smear and never overlaps
     the next, down to 224-px frames.
@@ -222,7 +223,7 @@ def overlay(rgb: np.ndarray, text: str, fps: float) -> np.ndarray:
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, max(0.4, bgr.shape[1] / 900)
     thickness, pad, top = max(1, round(scale * 1.5)), max(2, round(6 * scale)), 0
-    for line in (text, f"{fps:.1f} FPS"):
+    for line in (*text.split("\n"), f"{fps:.1f} FPS"):
         (width, height), baseline = cv2.getTextSize(line, font, scale, thickness)
         bottom = top + height + baseline + 2 * pad
         cv2.rectangle(bgr, (0, top), (width + 2 * pad, bottom), (0, 0, 0), cv2.FILLED)

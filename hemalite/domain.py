@@ -7,9 +7,8 @@ on (another stain, another magnification, healthy cells from another lab). The c
    features projected and whitened (z = W f + b, fitted on the training split by
    `hemalite convert`), so the class-conditional Mahalanobis distance with a tied
    covariance is a plain squared distance on the device:  score = min_c |z - m_c|^2 / k;
-2. the physical things a lab changes, measured from the stain mask (hemalite.cells): the
-   size of the leukocytes in pixels (magnification), how much of the field is stained, and
-   the stain's colour. Each has a range fitted on the training split;
+2. the physical things a lab changes at the microscope (hemalite.acquisition: exposure,
+   magnification, focus, stain), each with its own reason and fix, checked first;
 3. an outlier score on the same whitened features: a logistic regression fitted by
    `hemalite convert` between the training images and synthetic outliers made from them
    (synthetic_outliers: single-cell close-ups and shrunk fields beyond the magnifications
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from hemalite import cells, shifts
+from hemalite import acquisition, shifts
 
 DOMAIN_FILE = "domain.json"
 OUT_OF_DOMAIN, LOW_CONFIDENCE, NO_LEUKOCYTE = "out-of-domain", "low-confidence", "no-leukocyte"
@@ -77,27 +76,14 @@ def feature_score(z: np.ndarray, means: np.ndarray) -> np.ndarray:
     return d if d.size > 1 else d.reshape(-1)
 
 
-def cell_measures(rgb: np.ndarray) -> dict:
-    """What a lab's microscope changes, read off the stain mask of one model-size image."""
-    mask = cells.leukocyte_mask(rgb)
-    found = cells.find_cells(rgb, mask=mask)
-    stained = rgb[mask].astype(np.float64) if mask.any() else np.zeros((1, 3))
-    total = stained.sum(1, keepdims=True) + 1e-6
-    red, green = (stained / total).mean(0)[:2]  # chromaticity: colour without brightness
-    return {"cells": len(found),
-            "cell_area": float(np.median([c.area for c in found])) if found else 0.0,
-            "stained_fraction": float(mask.mean()), "stain_red": float(red),
-            "stain_green": float(green)}
-
-
 @dataclass
 class DomainCheck:
-    """The fitted check: feature means and threshold, cell-measure ranges, confidence floor."""
+    """The fitted check: feature means and threshold, the acquisition check, confidence floor."""
 
     means: list  # (classes, dims) class means in whitened feature space
     threshold: float  # feature score above this: out of domain
     acceptance: float  # share of validation images accepted at `threshold`
-    ranges: dict = field(default_factory=dict)  # measure -> [low, high] seen in training
+    acquisition: dict = field(default_factory=dict)  # hemalite.acquisition.AcquisitionCheck
     min_confidence: float = 0.0  # the recommended floor, `--min-confidence auto`
     leukocytes: bool = True  # training images show stained leukocytes: an image without any
     #                          is referred (no-leukocyte) instead of classified
@@ -112,15 +98,11 @@ class DomainCheck:
             return None
         return float(np.ravel(z) @ np.asarray(self.outlier["weights"]) + self.outlier["bias"])
 
-    def cell_reasons(self, measures: dict) -> list[str]:
-        """Measures outside their fitted range, as 'cell_area 812 > 540' lines."""
-        out = []
-        for name, (low, high) in self.ranges.items():
-            value = measures.get(name)
-            if value is not None and not low <= value <= high:
-                out.append(f"{name} {value:.3g} {'<' if value < low else '>'} "
-                           f"{low if value < low else high:.3g}")
-        return out
+    def acquisition_faults(self, measures: dict) -> list[tuple[float, str, str]]:
+        """(severity, reason, detail) of what is wrong at the microscope, worst first."""
+        if not self.acquisition:
+            return []
+        return acquisition.from_dict(self.acquisition).faults(measures)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()
@@ -164,22 +146,6 @@ def fit_outlier(z_in: np.ndarray, z_out: np.ndarray) -> dict:
     y = np.r_[np.zeros(len(z_in)), np.ones(len(z_out))]
     reg = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced").fit(x, y)
     return {"weights": np.round(reg.coef_[0], 6).tolist(), "bias": float(reg.intercept_[0])}
-
-
-def fit_ranges(measures: list[dict], names=("cell_area", "stain_red", "stain_green"),
-               coverage: float = 0.995, margin: float = 0.25) -> dict:
-    """[low, high] per measure: the central `coverage` of training images, widened by
-    `margin` of its width on each side (another lab is allowed some drift)."""
-    ranges = {}
-    for name in names:
-        values = np.array([m[name] for m in measures if m["cells"]], float)
-        if len(values) < 10:  # too few stained images to say what is normal
-            continue
-        tail = (1 - coverage) / 2 * 100
-        low, high = np.percentile(values, [tail, 100 - tail])
-        width = high - low
-        ranges[name] = [float(low - margin * width), float(high + margin * width)]
-    return ranges
 
 
 def stained_share(measures: list[dict]) -> float:

@@ -127,6 +127,15 @@ AUDIT_SHIFTS = (("brightness", 1.2), ("brightness", 0.85), ("contrast", 0.8),
                 ("blur", 1.5), ("jpeg", 30.0), ("magnification", 1.5),
                 ("magnification", 0.7), ("rotation", 90.0))
 
+# Faults a technician can fix at the microscope, stronger than the audit's, each with the
+# REFER reason the acquisition check (hemalite.acquisition) should give it: the audit counts
+# how many are referred, for which reason, and how right the accepted rest is.
+FAULT_SHIFTS = {("blur", 1.5): "out-of-focus", ("blur", 3.0): "out-of-focus",
+                ("brightness", 1.3): "exposure", ("brightness", 0.6): "exposure",
+                ("magnification", 0.6): "magnification", ("magnification", 1.6): "magnification",
+                ("hue", 30.0): "stain", ("hue", -30.0): "stain"}
+FAULT_PREFIX = "fault: "  # the audit's name of a fault set: "fault: blur r3"
+
 # Strong versions: beyond any plausible lab, for the domain check's out-of-domain material.
 STRONG_SHIFTS = (("brightness", 1.8), ("brightness", 0.4), ("hue", 90.0), ("hue", -90.0),
                  ("blur", 5.0), ("magnification", 3.0), ("magnification", 0.35))

@@ -1,0 +1,274 @@
+"""How an image was taken, read off its pixels, and what to fix at the microscope.
+
+Four things a lab changes at the microscope, each measured on the model-size image (what the
+model sees) with numpy and OpenCV:
+
+  exposure       `brightness`: mean grey of the field; `clipped`: share of the pixels' channel
+                 values at 254 or more (all4's backgrounds are already partly saturated in
+                 blue: a brighter lamp saturates the rest).
+  magnification  `scale`: the size of the red cells and of the leukocytes in pixels against
+                 training's. Red cells are about 7.5 um in every lab; their radius is read
+                 as the 75th percentile of the distance transform's peaks in the red-cell mask
+                 (the upper peaks are cell centres, the lower ones ridges between cells; Otsu on
+                 the green channel outside the leukocytes, central pallor filled); the
+                 leukocytes' size as the median square root of their core areas. The two
+                 are combined in log space, weighted by their inverse variance on training
+                 images (each alone varies 15-19 % between images of one microscope;
+                 combined about 12 %).
+  focus          `focus`: root-mean-square Laplacian inside the leukocytes divided by their
+                 grey-level standard deviation: a stronger or paler stain scales both alike,
+                 defocus removes the Laplacian first.
+  stain          `hue` (degrees): the leukocytes' mean colour's hue averaged with that of the
+                 darkest tenth of the field (the nuclei, whatever their colour);
+                 `saturation` of the leukocytes' mean colour.
+
+The ranges are fitted by `hemalite convert` on training images only (fit: the median plus or
+minus a number of robust standard deviations per measure, WIDTHS) and travel in the
+model with the rest of the domain check (hemalite.domain.DomainCheck.acquisition). A fault
+names the reason, the number, the range and the fix ("focus 0.41 of training's median, at
+least 0.55: refocus"). When several measures are out of range they are all named, in the
+order a technician fixes them: exposure first (a saturated field corrupts every other
+reading), then magnification (an enlarged field also reads as blurred), focus, stain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hemalite import cells
+
+OUT_OF_FOCUS, EXPOSURE, MAGNIFICATION, STAIN = "out-of-focus", "exposure", "magnification", "stain"
+REASONS = (EXPOSURE, MAGNIFICATION, OUT_OF_FOCUS, STAIN)
+
+# measure -> (reason, kind): "log" ranges on log(value / training median); "angle" on the
+# hue's difference from the training median in degrees; "share" on value - median. Every
+# range is relative to the medians, so a site calibration moves it by moving the medians.
+MEASURES = {"brightness": (EXPOSURE, "log"), "clipped": (EXPOSURE, "share"),
+            "scale": (MAGNIFICATION, "log"), "focus": (OUT_OF_FOCUS, "log"),
+            "hue": (STAIN, "angle"), "saturation": (STAIN, "log")}
+# Which side of a range is a fault: focus only when low (a sharper camera is no fault),
+# clipping only when high.
+SIDES = {"focus": "low", "clipped": "high"}
+
+FIXES = {("brightness", "low"): "turn the lamp up (or lengthen the exposure)",
+         ("brightness", "high"): "turn the lamp down (or shorten the exposure)",
+         ("clipped", "high"): "turn the lamp down: the background is saturated",
+         ("scale", "low"): "cells look smaller than in training: use a higher-power objective "
+                           "(training: 100x oil) or zoom in",
+         ("scale", "high"): "cells look larger than in training: use a lower-power objective "
+                            "(training: 100x oil) or zoom out",
+         ("focus", "low"): "refocus until the nuclear chromatin is sharp",
+         ("hue", "low"): "stain colour is off: check the camera's white balance and the stain",
+         ("hue", "high"): "stain colour is off: check the camera's white balance and the stain",
+         ("saturation", "low"): "stain is pale: check the staining time and the camera's "
+                                "saturation",
+         ("saturation", "high"): "stain is stronger than in training: check the staining "
+                                 "time and the camera's saturation"}
+
+
+# ----------------------------------------------------------------------------- measuring
+# A field without leukocytes has its stain read off its darkest tenth only when that is
+# coloured like nuclei (saturation at least this; all4's nuclei: median 0.45), not grey.
+DARK_SATURATION = 0.25
+def red_cell_radius(rgb: np.ndarray, leukocytes: np.ndarray) -> float:
+    """Median red-cell radius in pixels (nan when too few red cells are found)."""
+    import cv2
+
+    green = np.ascontiguousarray(rgb[..., 1])
+    outside = green[~leukocytes]
+    if outside.size < 100:
+        return float("nan")
+    threshold, _ = cv2.threshold(outside.reshape(-1, 1), 0, 255,
+                                 cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    red = ((green < threshold) & ~leukocytes).astype(np.uint8)
+    # fill the central pallor: what a flood of the background from the border cannot reach
+    flood = np.pad(1 - red, 1, constant_values=1)
+    cv2.floodFill(flood, None, (0, 0), 0)
+    red = cv2.morphologyEx(red | flood[1:-1, 1:-1], cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    distance = cv2.distanceTransform(red, cv2.DIST_L2, 5)
+    peaks = distance[(distance >= cv2.dilate(distance, np.ones((7, 7), np.uint8)))
+                     & (distance > 2)]
+    return float(np.percentile(peaks, 75)) if peaks.size >= 3 else float("nan")
+
+
+def measure(rgb: np.ndarray) -> dict:
+    """The acquisition measures of one model-size RGB image, plus what the stain mask
+    found (`cells`: how many leukocytes). A measure that cannot be read (no leukocyte, no
+    red cell) is nan. About a millisecond on a 288-px image."""
+    import colorsys
+
+    import cv2
+
+    ramp = cells.block_ramp(rgb)
+    found = cells.find_cells(rgb, ramp=ramp)
+    # the cores and the leukocytes with their rim, block by block (measures need no soft edge)
+    size = rgb.shape[1::-1]
+    core = cv2.resize((ramp >= 0.5).view(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    leukocytes = cv2.resize((cells.block_mask(rgb, ramp) > 0).view(np.uint8), size,
+                            interpolation=cv2.INTER_NEAREST) > 0
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    out = {"cells": len(found), "brightness": float(grey.mean()),
+           "clipped": float(np.count_nonzero(rgb >= 254) / rgb.size),
+           "red_cell_radius": red_cell_radius(rgb, leukocytes),
+           "leukocyte_size": float(np.median([np.sqrt(c.area) for c in found]))
+           if found else float("nan"),
+           "focus": float("nan"), "hue": float("nan"), "saturation": float("nan")}
+    dark = grey <= np.percentile(grey, 10)
+    if np.count_nonzero(core) < cells.MIN_CELL_PIXELS:
+        # No leukocyte in training's stain colour. Under another stain the mask finds none
+        # (70 % of fields turned by -40 degrees), but the nuclei are still the darkest
+        # objects: their hue tells a stain fault from an empty field.
+        hue, saturation, _ = colorsys.rgb_to_hsv(*(rgb[dark].mean(axis=0) / 255.0))
+        if saturation >= DARK_SATURATION:  # coloured objects, not a grey or blank field
+            out["hue"] = 360.0 * hue
+        return out
+    g = grey.astype(np.float32)
+    laplacian = cv2.Laplacian(g, cv2.CV_32F, ksize=3)[core]
+    out["focus"] = float(np.sqrt(np.mean(laplacian ** 2) / (g[core].var() + 1e-6)))
+    # The stain's colour. The stain mask picks pixels by colour, so under another stain it
+    # finds whatever now looks purple (red cells turned by -40 degrees read as training's
+    # hue); the darkest tenth of the field, the nuclei whatever their colour, does not. The
+    # two hues are averaged (as angles): each alone caught 40-78 % of the fields turned by
+    # 30 degrees, together 60-75 % (session 14, 201 all4 images).
+    hues = []
+    for region in (core, dark):
+        hue, _, _ = colorsys.rgb_to_hsv(*(rgb[region].mean(axis=0) / 255.0))
+        hues.append(2 * np.pi * hue)
+    out["hue"] = float(np.degrees(np.angle(np.mean(np.exp(1j * np.array(hues))))) % 360)
+    out["saturation"] = float(colorsys.rgb_to_hsv(*(rgb[core].mean(axis=0) / 255.0))[1])
+    return out
+
+
+# ----------------------------------------------------------------------------- the check
+def _deviation(name: str, value: float, median: float) -> float:
+    """A measure's value where its range is drawn: log ratio, degrees, or the share."""
+    kind = MEASURES[name][1]
+    if kind == "log":
+        return float(np.log(value / median)) if value > 0 and median > 0 else float("nan")
+    if kind == "angle":
+        return float((value - median + 180.0) % 360.0 - 180.0)
+    return float(value - median)
+
+
+@dataclass
+class AcquisitionCheck:
+    """Fitted on training images: each measure's training median and its range (on the
+    deviation scale of MEASURES), and the weights that combine the two size cues."""
+
+    medians: dict  # measure -> training median (red_cell_radius, leukocyte_size included)
+    ranges: dict  # measure -> [low, high] of its deviation
+    size_weights: dict  # red_cell_radius / leukocyte_size -> weight in log scale
+
+    def scale(self, measures: dict) -> float:
+        """The magnification against training's (1: the same), from whichever size cues
+        could be read; nan when neither could."""
+        total = weight = 0.0
+        for cue, w in self.size_weights.items():
+            value = measures.get(cue, float("nan"))
+            if np.isfinite(value) and value > 0:
+                total += w * np.log(value / self.medians[cue])
+                weight += w
+        return float(np.exp(total / weight)) if weight else float("nan")
+
+    def values(self, measures: dict) -> dict:
+        """The six checked measures of one image (scale derived from the size cues)."""
+        return {**{k: measures.get(k, float("nan")) for k in MEASURES if k != "scale"},
+                "scale": self.scale(measures)}
+
+    def faults(self, measures: dict) -> list[tuple[float, str, str]]:
+        """(severity, reason, detail) for each measure out of range, in the order a
+        technician fixes them (REASONS: the lamp first, it corrupts every other reading;
+        then the objective, the focus, the stain). Severity is how far outside the range,
+        in units of the range's half-width."""
+        out = []
+        for name, value in self.values(measures).items():
+            if name not in self.ranges or not np.isfinite(value):
+                continue
+            low, high = self.ranges[name]
+            d = _deviation(name, value, self.medians.get(name, 1.0))
+            side = SIDES.get(name)
+            if d < low and side != "high":
+                out.append(((low - d) / ((high - low) / 2), name, "low"))
+            elif d > high and side != "low":
+                out.append(((d - high) / ((high - low) / 2), name, "high"))
+        out.sort(key=lambda f: (REASONS.index(MEASURES[f[1]][0]), -f[0]))
+        return [(severity, MEASURES[name][0], self.describe(name, side, measures))
+                for severity, name, side in out]
+
+    def describe(self, name: str, side: str, measures: dict) -> str:
+        """'focus 0.41 of training's median (at least 0.58): refocus ...'"""
+        value = self.values(measures)[name]
+        low, high = self.ranges[name]
+        kind = MEASURES[name][1]
+        fix = FIXES[(name, side)]
+        if kind == "log":
+            shown = value if name == "scale" else value / self.medians[name]
+            what = "x training's" if name == "scale" else "of training's median"
+            bound = (f"at least {np.exp(low):.2f}" if side == "low" else
+                     f"at most {np.exp(high):.2f}")
+            return f"{name} {shown:.2f} {what} ({bound}): {fix}"
+        if kind == "angle":
+            d = _deviation(name, value, self.medians[name])
+            return f"hue {d:+.0f} degrees from training's ({low:+.0f} to {high:+.0f}): {fix}"
+        return f"{name} {value:.0%} (at most {self.medians[name] + high:.0%}): {fix}"
+
+    def to_dict(self) -> dict:
+        return {"medians": self.medians, "ranges": self.ranges,
+                "size_weights": self.size_weights}
+
+
+# How far from training's median a measure may drift before it is a fault, in robust
+# standard deviations of training images (1.4826 x the median absolute deviation). Chosen on
+# the operating-point curves (benchmarks/reports/acquisition/): far enough that the model's
+# answer still holds there, near enough to catch what it does not survive.
+WIDTHS = {"brightness": 5.0, "clipped": 6.0, "scale": 3.0, "focus": 4.5, "hue": 4.0,
+          "saturation": 4.5}
+
+
+def robust_sd(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation: the standard deviation of a normal sample,
+    unmoved by the few images whose measure failed."""
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def fit(measures: list[dict], widths: dict | None = None) -> AcquisitionCheck:
+    """Fit on training images: medians, the size cues' weights (inverse robust variance),
+    and each measure's range, median +- widths[measure] robust standard deviations."""
+    widths = {**WIDTHS, **(widths or {})}
+
+    def column(name):
+        v = np.array([m.get(name, np.nan) for m in measures], float)
+        return v[np.isfinite(v)]
+
+    medians = {n: float(np.median(column(n))) for n in
+               ("brightness", "clipped", "focus", "saturation", "red_cell_radius",
+                "leukocyte_size") if len(column(n))}
+    hue = column("hue")
+    if len(hue):
+        angle = np.radians(hue)
+        medians["hue"] = float(np.degrees(np.arctan2(np.sin(angle).mean(),
+                                                     np.cos(angle).mean())) % 360)
+    weights = {}
+    for cue in ("red_cell_radius", "leukocyte_size"):
+        v = column(cue)
+        if len(v[v > 0]) > 10 and robust_sd(np.log(v[v > 0])) > 0:
+            weights[cue] = 1.0 / robust_sd(np.log(v[v > 0])) ** 2
+    total = sum(weights.values()) or 1.0
+    check = AcquisitionCheck(medians, {}, {k: round(v / total, 4) for k, v in weights.items()})
+    medians["scale"] = 1.0
+    for name in MEASURES:
+        values = np.array([_deviation(name, check.values(m)[name], medians.get(name, 1.0))
+                           for m in measures], float)
+        values = values[np.isfinite(values)]
+        if len(values) < 10:  # too few readable images to say what is normal
+            continue
+        centre, spread = float(np.median(values)), robust_sd(values)
+        if spread <= 0:  # most training images read the same: no range can be drawn
+            continue
+        check.ranges[name] = [centre - widths[name] * spread, centre + widths[name] * spread]
+    return check
+
+
+def from_dict(data: dict) -> AcquisitionCheck:
+    return AcquisitionCheck(**data)

@@ -1,0 +1,78 @@
+"""The acquisition check on real smears: each fault a technician can fix gives its own reason,
+its number and its fix; ordinary images give none; the check travels in the model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hemalite import acquisition, shifts
+from hemalite.contract import InputSpec, preprocess
+from tests.helpers import SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def smears() -> list[np.ndarray]:
+    """Every 20th all4 image at the bundled model's input size (skip without the data)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/all4 not present")
+    files = sorted(SHARED_DATA.glob("*/*.jpg"))[::10]
+    return [preprocess(np.asarray(Image.open(f).convert("RGB")), InputSpec(224, 224))
+            for f in files]
+
+
+@pytest.fixture(scope="module")
+def check(smears) -> acquisition.AcquisitionCheck:
+    """Fitted on half the images (as convert fits it on the training split)."""
+    return acquisition.fit([acquisition.measure(i) for i in smears[::2]])
+
+
+def test_ordinary_smears_have_no_fault(smears, check):
+    held_out = smears[1::2]  # not the images the check was fitted on
+    faulty = [check.faults(acquisition.measure(i)) for i in held_out]
+    assert np.mean([bool(f) for f in faulty]) <= 0.03
+
+
+@pytest.mark.parametrize("shift,value,reason,fix", [
+    ("blur", 3.0, acquisition.OUT_OF_FOCUS, "refocus"),
+    ("brightness", 0.5, acquisition.EXPOSURE, "lamp up"),
+    ("brightness", 1.4, acquisition.EXPOSURE, "lamp down"),
+    ("magnification", 0.55, acquisition.MAGNIFICATION, "higher-power objective"),
+    ("hue", -40.0, acquisition.STAIN, "white balance"),
+])
+def test_each_fault_gets_its_reason_number_and_fix(smears, check, shift, value, reason, fix):
+    found = [check.faults(acquisition.measure(shifts.apply_shift(i, shift, value)))
+             for i in smears[1::4]]
+    first = [f[0] for f in found if f]
+    assert len(first) >= 0.7 * len(found)  # most are caught ...
+    assert np.mean([r == reason for _, r, _ in first]) >= 0.8  # ... for the right reason
+    detail = next(d for _, r, d in first if r == reason)
+    assert fix in detail and any(ch.isdigit() for ch in detail)  # the number and the fix
+
+
+def test_measures_read_the_physics(smears):
+    base = acquisition.measure(smears[0])
+    blurred = acquisition.measure(shifts.blur(smears[0], 2.0))
+    dim = acquisition.measure(shifts.brightness(smears[0], 0.7))
+    assert blurred["focus"] < 0.6 * base["focus"]
+    assert dim["brightness"] == pytest.approx(0.7 * base["brightness"], rel=0.05)
+    small = acquisition.measure(shifts.magnification(smears[0], 0.6))
+    assert small["red_cell_radius"] < 0.85 * base["red_cell_radius"]
+
+
+def test_the_site_medians_move_the_ranges(smears, check):
+    """Ranges are relative to the medians: a check recentred on a dim site accepts the
+    dim site's images and refers the original lamp as too bright."""
+    dim = [shifts.brightness(i, 0.6) for i in smears[1::4]]
+    moved = acquisition.from_dict({**check.to_dict(), "medians": {
+        **check.medians, "brightness": float(np.median(
+            [acquisition.measure(i)["brightness"] for i in dim]))}})
+    assert not any(r == acquisition.EXPOSURE for i in dim
+                   for _, r, _ in moved.faults(acquisition.measure(i)))
+    bright = [moved.faults(acquisition.measure(i)) for i in smears[1::4]]  # the old lamp
+    assert np.mean([any(r == acquisition.EXPOSURE for _, r, _ in f) for f in bright]) > 0.8
+
+
+def test_a_blank_field_has_no_stain_reading():
+    m = acquisition.measure(np.full((64, 64, 3), 240, np.uint8))
+    assert m["cells"] == 0 and np.isnan(m["focus"]) and np.isnan(m["hue"])
