@@ -23,18 +23,18 @@ from pathlib import Path
 import numpy as np
 
 from hemalite import DISCLAIMER, __version__
+from hemalite import acquisition
 from hemalite import domain as dom
 from hemalite.contract import InputSpec, is_image_name, load_batch
 from hemalite.errors import HemaliteError
 from hemalite.files import read_json, write_bytes, write_json
-from hemalite.metadata import (ModelInfo, associated_files, build_metadata, tflite_schema,
-                               zip_onto)
+from hemalite.metadata import ModelInfo, embed_metadata
 from hemalite.metrics import agreement
 from hemalite.train import data
 
 log = logging.getLogger(__name__)
 VARIANTS = ("float32", "float16", "dynamic", "int8")
-OUTPUTS = ("probability", "domain", "cam")  # in this order in every .tflite
+OUTPUTS = ("probability", "domain", "cam", "embedding")  # in this order in every .tflite
 CITATION = ("Data: Aria M, Ghaderzadeh M, Bashash D, Abolghasemi H, Asadi F, Hosseini A. "
             "Acute Lymphoblastic Leukemia (ALL) image dataset. Kaggle, 2021. "
             "doi:10.34740/KAGGLE/DSV/2175623. Ghaderzadeh M et al. Int J Intell Syst. "
@@ -217,7 +217,8 @@ def export_model(model, projection: tuple[np.ndarray, np.ndarray] | None = None)
     return keras.Model(pixels, {
         "probability": dense(pooled),
         "domain": keras.ops.matmul(pooled, weights) + bias,
-        "cam": keras.ops.reshape(cam, (-1, rows * cols * classes))})
+        "cam": keras.ops.reshape(cam, (-1, rows * cols * classes)),
+        "embedding": pooled})
 
 
 # Training images, and as many synthetic outliers, each variant's outlier score is fitted on.
@@ -241,10 +242,10 @@ def fit_domain(run: Run, cfg: ConvertConfig) -> tuple:
                     "trained?): no domain check, no heatmaps in this conversion")
         return None, None, None
     weights, bias, means = dom.fit_whitening(features, y, cfg.domain_dims)
-    measures = [dom.cell_measures(img) for img in x]
+    measures = [acquisition.measure(img) for img in x]
     check = dom.DomainCheck(
         means=np.round(means, 5).tolist(), threshold=np.inf, acceptance=cfg.domain_acceptance,
-        ranges=dom.fit_ranges(measures),
+        acquisition=acquisition.fit(measures).to_dict(),
         leukocytes=dom.stained_share(measures) >= 0.98)  # smears, not colour tests
     rng = np.random.default_rng(cfg.seed)
     inside = x[rng.permutation(len(x))[:OUTLIER_FIT_IMAGES]]
@@ -283,41 +284,6 @@ def make_converter(saved_model: str, variant: str, calib: np.ndarray | None = No
     elif variant != "float32":
         raise ConvertError(f"unknown variant {variant!r} ({', '.join(VARIANTS)})")
     return converter
-
-
-def embed_metadata(model: bytes, info: ModelInfo) -> bytes:
-    """Add the TFLITE_METADATA buffer and zip labels.txt / hemalite.json onto the model."""
-    import flatbuffers
-
-    schema = tflite_schema()
-    tflite = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
-    order_outputs(tflite, info.outputs)
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(build_metadata(info), dtype=np.uint8)
-    tflite.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = "TFLITE_METADATA"
-    entry.buffer = len(tflite.buffers) - 1
-    tflite.metadata = [m for m in (tflite.metadata or []) if m.name != b"TFLITE_METADATA"]
-    tflite.metadata.append(entry)
-    builder = flatbuffers.Builder(len(model) + 4096)
-    builder.Finish(tflite.Pack(builder), file_identifier=b"TFL3")
-    return zip_onto(bytes(builder.Output()), associated_files(info))
-
-
-def order_outputs(tflite, names: tuple[str, ...]) -> None:
-    """Put the subgraph's outputs in `names` order (the converter sorts them by name).
-
-    The signature keeps every output's name, so this only changes positions: the one the
-    metadata (and so MediaPipe) expects, probability first.
-    """
-    if not tflite.signatureDefs:
-        return
-    by_name = {m.name.decode(): m.tensorIndex for m in tflite.signatureDefs[0].outputs}
-    if set(by_name) != set(names):
-        raise ConvertError(f"model outputs {sorted(by_name)} do not match {list(names)}")
-    tflite.subgraphs[0].outputs = [by_name[n] for n in names]
-    tflite.signatureDefs[0].outputs.sort(key=lambda m: names.index(m.name.decode()))
 
 
 def model_info(run: Run, variant: str, calibration: dict | None, outputs=("probability",),
@@ -393,7 +359,7 @@ def domain_check(path: Path, x: np.ndarray, y: np.ndarray, fitted: dom.DomainChe
     from hemalite.edge.runtime import load_model
 
     model = load_model(path)
-    check = dataclasses.replace(fitted, ranges=dict(fitted.ranges))
+    check = dataclasses.replace(fitted)
     check.outlier = dom.fit_outlier(variant_outputs(model, outlier_fit[0])[1],
                                     variant_outputs(model, outlier_fit[1])[1])
     probs, z = variant_outputs(model, x)
@@ -404,8 +370,8 @@ def domain_check(path: Path, x: np.ndarray, y: np.ndarray, fitted: dom.DomainChe
         outlier = np.array([check.outlier_score(v) for v in z])
         check.outlier["threshold"] = float(np.quantile(outlier, check.acceptance))
         referred |= outlier > check.outlier["threshold"]
-    measures = [dom.cell_measures(image) for image in x]
-    referred |= [bool(check.cell_reasons(m)) or (check.leukocytes and not m["cells"])
+    measures = [acquisition.measure(image) for image in x]
+    referred |= [bool(check.acquisition_faults(m)) or (check.leukocytes and not m["cells"])
                  for m in measures]
     check.min_confidence = dom.operating_floor(probs.max(1), probs.argmax(1) == y, referred)
     return check

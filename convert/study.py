@@ -21,6 +21,7 @@ from hemalite import DISCLAIMER
 from hemalite.cli import Command
 from hemalite.convert import export
 from hemalite.files import write_json, write_text
+from hemalite.metadata import embed_metadata
 from hemalite.train import data
 
 
@@ -34,7 +35,7 @@ def int8_probabilities(run: export.Run, flat: bytes, x: np.ndarray, folder: str)
     from hemalite.edge.runtime import load_model
 
     path = Path(folder, "study_int8.tflite")
-    path.write_bytes(export.embed_metadata(flat, export.model_info(run, "int8", None)))
+    path.write_bytes(embed_metadata(flat, export.model_info(run, "int8", None)))
     return load_model(path).predict_batch(x)
 
 

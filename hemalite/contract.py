@@ -27,11 +27,15 @@ NORM_STD = 127.5
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects: RGB uint8 pixels of this size, resized with this filter."""
+    """What a model expects: RGB uint8 pixels of this size, resized with this filter, after
+    an optional zoom about the centre (set by a site calibration, `edge-calibrate`, to undo
+    another lab's objective: 1.0 for every model `hemalite convert` makes)."""
 
     height: int = 224
     width: int = 224
     resample: str = "bilinear"  # part of the contract: training and edge must agree
+    zoom: float = 1.0  # > 1: the centre 1/zoom of the field, enlarged; < 1: the field shrunk
+    #                    and mirrored out to the frame
 
     @property
     def size(self) -> tuple[int, int]:
@@ -121,11 +125,27 @@ def preprocess(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Resize an RGB uint8 image to the model's input: (height, width, 3) uint8.
 
     The only resize in hemalite. Scaling to [-1, 1] is inside the model, so this returns
-    raw pixels, exactly what a uint8 TFLite input or the Keras model takes.
+    raw pixels, exactly what a uint8 TFLite input or the Keras model takes. With a zoom
+    (a calibrated site's objective undone) the centre 1/zoom of the image is what is
+    resized (zoom > 1), or the image is resized to zoom x the model's size and mirrored
+    out to fill it (zoom < 1: the wider field a lower magnification would have shown).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    if spec.zoom > 1.0:
+        h, w = rgb.shape[:2]
+        ch, cw = max(1, round(h / spec.zoom)), max(1, round(w / spec.zoom))
+        rgb = rgb[(h - ch) // 2:(h - ch) // 2 + ch, (w - cw) // 2:(w - cw) // 2 + cw]
+    elif spec.zoom < 1.0:
+        inner = InputSpec(max(1, round(spec.height * spec.zoom)),
+                          max(1, round(spec.width * spec.zoom)), spec.resample)
+        small = preprocess(rgb, inner)
+        top, left = (spec.height - inner.height) // 2, (spec.width - inner.width) // 2
+        return np.pad(small, ((top, spec.height - inner.height - top),
+                              (left, spec.width - inner.width - left), (0, 0)),
+                      mode="symmetric")
     if rgb.shape[:2] == (spec.height, spec.width):
         return rgb
-    resized = Image.fromarray(rgb).resize(spec.size, _RESAMPLE[spec.resample])
+    resized = Image.fromarray(np.ascontiguousarray(rgb)).resize(spec.size,
+                                                                _RESAMPLE[spec.resample])
     return np.asarray(resized, dtype=np.uint8)

@@ -65,7 +65,8 @@ class ModelInfo:
 
 OUTPUT_DESCRIPTIONS = {
     "probability": "Softmax probability of each class.",
-    "embedding": "Pooled last-layer features (the domain check's input), not a classification.",
+    "domain": "Whitened pooled features for the domain check, not a classification.",
+    "embedding": "Pooled last-layer features (what the head reads), not a classification.",
     "cam": "Class-activation maps, flattened (rows x columns x classes), not a classification.",
 }
 
@@ -155,7 +156,8 @@ def build_metadata(info: ModelInfo) -> bytes:
 def associated_files(info: ModelInfo) -> dict[str, bytes]:
     """The files zipped onto the model: labels.txt and hemalite.json."""
     spec = {"height": info.spec.height, "width": info.spec.width,
-            "resample": info.spec.resample, "mean": info.mean, "std": info.std,
+            "resample": info.spec.resample, "zoom": info.spec.zoom, "mean": info.mean,
+            "std": info.std,
             "labels": list(info.labels), "version": info.version, **info.extra}
     return {LABEL_FILE: ("\n".join(info.labels) + "\n").encode(),
             SPEC_FILE: json.dumps(spec, indent=2, sort_keys=True).encode(), **info.files}
@@ -169,6 +171,55 @@ def zip_onto(model: bytes, files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return out.getvalue()
+
+
+def embed_metadata(model: bytes, info: ModelInfo) -> bytes:
+    """Add the TFLITE_METADATA buffer and zip labels.txt / hemalite.json onto the model.
+
+    `model` may already carry hemalite's metadata (a model being rewritten: a site
+    calibration): its metadata entry, the buffer it pointed to and the appended files are
+    replaced, not added to. No TensorFlow: the edge rewrites models too (edge-calibrate)."""
+    schema = tflite_schema()
+    tflite = schema.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    order_outputs(tflite, info.outputs)
+    drop_metadata(tflite)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(build_metadata(info), dtype=np.uint8)
+    tflite.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = "TFLITE_METADATA"
+    entry.buffer = len(tflite.buffers) - 1
+    tflite.metadata = [*(tflite.metadata or []), entry]
+    builder = flatbuffers.Builder(len(model) + 4096)
+    builder.Finish(tflite.Pack(builder), file_identifier=b"TFL3")
+    return zip_onto(bytes(builder.Output()), associated_files(info))
+
+
+def order_outputs(tflite, names: tuple[str, ...]) -> None:
+    """Put the subgraph's outputs in `names` order (the converter sorts them by name).
+
+    The signature keeps every output's name, so this only changes positions: the one the
+    metadata (and so MediaPipe) expects, probability first.
+    """
+    if not tflite.signatureDefs:
+        return
+    by_name = {m.name.decode(): m.tensorIndex for m in tflite.signatureDefs[0].outputs}
+    if set(by_name) != set(names):
+        raise MetadataError(f"model outputs {sorted(by_name)} do not match {list(names)}")
+    tflite.subgraphs[0].outputs = [by_name[n] for n in names]
+    tflite.signatureDefs[0].outputs.sort(key=lambda m: names.index(m.name.decode()))
+
+
+def drop_metadata(tflite) -> None:
+    """Remove the TFLITE_METADATA entry of an unpacked model and empty its buffer (buffers
+    are referenced by index, so the slot stays)."""
+    kept = []
+    for entry in tflite.metadata or []:
+        if entry.name in (METADATA_BUFFER_NAME, METADATA_BUFFER_NAME.encode()):
+            tflite.buffers[entry.buffer].data = None
+        else:
+            kept.append(entry)
+    tflite.metadata = kept
 
 
 # ----------------------------------------------------------------------------- reading
@@ -288,10 +339,11 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     except MetadataError as err:
         raise MetadataError(f"{path}: {err}") from None
     labels, extra, files = _read_packed(path, model, fields["label_files"][0])
+    # models made before site calibration existed carry no zoom: theirs is 1 (none)
     spec = InputSpec(height=int(fields["height"]), width=int(fields["width"]),
-                     resample=extra["resample"])
-    keep = {k: v for k, v in extra.items()
-            if k not in ("height", "width", "resample", "mean", "std", "labels", "version")}
+                     resample=extra["resample"], zoom=float(extra.get("zoom", 1.0)))
+    keep = {k: v for k, v in extra.items() if k not in
+            ("height", "width", "resample", "zoom", "mean", "std", "labels", "version")}
     return ModelInfo(labels=labels, spec=spec, name=fields["name"],
                      description=fields["description"], version=fields["version"],
                      author=fields["author"], license=fields["license"],

@@ -76,3 +76,23 @@ def test_native_start_up_noise_is_held_back_and_the_rest_passes(capfd):
         os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
         os.write(2, b"a real problem\n")
     assert capfd.readouterr().err == "a real problem\n"
+
+
+def test_a_zoom_undoes_another_objective_on_a_real_smear():
+    """A site calibration's zoom (InputSpec.zoom): the centre of a field shrunk by
+    another objective (x0.7) comes back close to the original; zoom 1 changes nothing."""
+    from hemalite import shifts
+    from tests.helpers import real_images
+
+    rgb = np.asarray(Image.open(real_images(1)[0]).convert("RGB"))
+    spec = InputSpec(224, 224)
+    shrunk = shifts.magnification(rgb, 0.7)
+    undone = preprocess(shrunk, InputSpec(224, 224, zoom=1 / 0.7)).astype(float)
+    centre = slice(40, -40)
+    error = np.abs(undone[centre, centre] - rgb[centre, centre]).mean()
+    assert error < 0.5 * np.abs(shrunk[centre, centre].astype(float) - rgb[centre, centre]).mean()
+    assert error < 12
+    np.testing.assert_array_equal(preprocess(rgb, spec), preprocess(rgb, InputSpec(224, 224, zoom=1.0)))
+    wide = preprocess(rgb, InputSpec(224, 224, zoom=0.5))
+    assert wide.shape == (224, 224, 3)  # shrunk and mirrored out to the frame
+    np.testing.assert_array_equal(wide[56:168, 56:168], preprocess(rgb, InputSpec(112, 112)))

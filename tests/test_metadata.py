@@ -135,3 +135,30 @@ def test_not_a_model_and_not_metadata_are_clear_errors(tmp_path):
         read_model_info(tmp_path / "x.tflite")
     with pytest.raises(MetadataError, match="M001"):
         parse_metadata(b"\x00" * 16)
+
+
+def test_a_model_rewritten_with_new_metadata_carries_only_the_new(tmp_path):
+    """embed_metadata on a model that already has hemalite's metadata (what edge-calibrate
+    does): the zoom and the provenance are read back, the old entry is gone, the file still
+    runs, and a second rewrite does not grow it."""
+    import dataclasses
+
+    from hemalite.edge.runtime import load_model
+    from hemalite.metadata import embed_metadata
+    from hemalite.metadata import tflite_schema
+
+    info = read_model_info(TINY_INT8)
+    new = dataclasses.replace(info, spec=dataclasses.replace(info.spec, zoom=1.4),
+                              extra={**info.extra, "site_calibration": {"name": "lab 2"}})
+    once = embed_metadata(TINY_INT8.read_bytes(), new)
+    twice = embed_metadata(once, new)
+    assert abs(len(twice) - len(once)) < 64  # replaced, not appended
+    path = tmp_path / "rewritten.tflite"
+    path.write_bytes(twice)
+    read = read_model_info(path)
+    assert read.spec.zoom == 1.4 and read.extra["site_calibration"] == {"name": "lab 2"}
+    assert read.labels == info.labels and read.files == info.files
+    root = tflite_schema().Model.GetRootAs(twice, 0)
+    names = [root.Metadata(i).Name() for i in range(root.MetadataLength())]
+    assert names.count(b"TFLITE_METADATA") == 1
+    load_model(path).predict(__import__("numpy").zeros((32, 32, 3), "uint8"))

@@ -40,6 +40,7 @@ import numpy as np
 from hemalite import cells, shifts
 from hemalite.contract import InputSpec, preprocess
 from hemalite.convert.export import load_run
+from hemalite.metadata import embed_metadata
 from hemalite.train import data
 
 CROP = 48  # px of the 224-px image around each blob's centre
@@ -115,7 +116,7 @@ def to_tflite(out: Path, variant: str, calib: np.ndarray | None = None) -> Path:
     with tempfile.TemporaryDirectory() as saved:
         export.export_saved_model(export.export_model(run.model), saved)
         flat = export.convert_variant(saved, variant, calib)
-    path.write_bytes(export.embed_metadata(flat, export.model_info(run, variant, None)))
+    path.write_bytes(embed_metadata(flat, export.model_info(run, variant, None)))
     return path
 
 
