@@ -13,7 +13,7 @@ import click
 from hemalite import DISCLAIMER, __version__
 from hemalite.cli import Command, setup_logging
 from hemalite.contract import IMAGE_EXTENSIONS
-from hemalite.edge import classify, live, runtime, sources
+from hemalite.edge import calibrate, classify, live, runtime, sources
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
                    f"{model.info.spec.width}x{model.info.spec.height}); runtime "
                    f"{model.runtime} {model.runtime_version}, {model.num_threads} threads",
                    err=True)
+    site = calibration_line(model)
+    if site:
+        click.echo(site, err=True)
     checks = classify.Checks(_floor(model, min_confidence, verbose), domain_check, heatmap_dir)
     if domain_check and model.domain is None:
         click.echo(f"note: {os.path.basename(model.path)} carries no domain check; only "
@@ -221,3 +224,88 @@ def _run_frames(model, summary, writer, camera, picamera, video, top_k, checks,
         click.echo("error: the source delivered no frames", err=True)
         return 1
     return 0
+
+
+def calibration_line(model) -> str | None:
+    """The model's site calibration in one line (None for an uncalibrated model); a model
+    whose calibration did not validate says so on every run."""
+    cal = model.info.extra.get("site_calibration")
+    if not cal:
+        return None
+    cv = cal.get("cross_validation", {})
+    low = (cv.get("right_wilson95") or [None])[0]
+    figures = (f"{cv['right']:.1%} right in {cv.get('folds')}-fold cross-validation, 95 % lower "
+               f"bound {low:.1%}" if cv.get("right") is not None and low is not None else "")
+    images = sum(cal.get("images_per_class", {}).values())
+    head = (f"site calibration '{cal.get('name')}' ({cal.get('date', '?')[:10]}, {images} "
+            f"images; adapted: {', '.join(cal.get('adapted', []))}; {figures})")
+    if cal.get("validated"):
+        return f"model: {head}, validated"
+    return (f"warning: {head}: NOT VALIDATED at its bar of {cal.get('min_accuracy', 0):.0%}: "
+            "use its results only as the lab's validation procedure allows")
+
+
+@click.command("edge-calibrate", cls=Command, epilog=DISCLAIMER)
+@click.version_option(__version__, prog_name="edge-calibrate")
+@click.argument("site_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="The calibrated .tflite to write; SITE.calibration.md/.json go beside it.")
+@click.option("--model", "model_path", default=None, help=_model_help())
+@click.option("--name", default="", help="The site's name  [default: the folder's name]")
+@click.option("--min-accuracy", type=click.FloatRange(0, 1),
+              default=calibrate.CalibrateConfig.min_accuracy, show_default=True,
+              help="Validated when the 95 % lower bound of the calibrated accuracy (a REFER "
+                   "counting as not right) reaches this.")
+@click.option("--folds", type=click.IntRange(min=2), default=calibrate.CalibrateConfig.folds,
+              show_default=True, help="Cross-validation folds.")
+@click.option("--zoom", type=click.FloatRange(min=0.2, max=5), default=None,
+              help="A known zoom instead of the search: training's objective over the site's "
+                   "(2 for a 50x objective against training's 100x)  [default: searched]")
+@click.option("--adapt", "ingredients", multiple=True, type=click.Choice(calibrate.INGREDIENTS),
+              default=calibrate.CalibrateConfig.ingredients, show_default=True,
+              help="What to adapt (repeat the option); fewer only to measure each one.")
+@click.option("--num-threads", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              show_default=True, help="Interpreter threads.")
+@click.option("--verbose", is_flag=True)
+def calibrate_command(site_dir, out, model_path, name, min_accuracy, folds, zoom,
+                      ingredients, num_threads, verbose):
+    """Adapt the model to a lab's microscope with its own labelled images, and validate it.
+
+    SITE_DIR holds one sub-folder per label (Benign, Early, Pre, Pro) with the site's own
+    confirmed images (at least 10 per class). hemalite searches the zoom that undoes the
+    site's objective, refits the classifier's last layer (inside the .tflite), and moves
+    the domain and acquisition checks to the site; then it validates by k-fold
+    cross-validation, every fold scored by a model calibrated without it, through
+    edge-classify's own decision. Writes OUT (one self-contained .tflite: `edge-classify
+    --model OUT` needs no other flag) and OUT's calibration.md / calibration.json. When the
+    95 % lower bound of the calibrated accuracy is under --min-accuracy the model is still
+    written, marked not validated, and edge-classify warns on every run with it.
+
+    \b
+    Example:
+      edge-calibrate site/ --out site.tflite --name "Lab 2, Olympus 60x"
+      edge-classify --model site.tflite smears/
+    """
+    from tqdm import tqdm
+
+    setup_logging(verbose)
+    cfg = calibrate.CalibrateConfig(site_dir, out, model_path or "", name, min_accuracy,
+                                    folds, zoom, tuple(ingredients))
+    path = model_path or runtime.default_model_path()
+    report = calibrate.calibrate(
+        cfg, path, num_threads,
+        lambda total: tqdm(total=total, desc="calibrating", unit="step", leave=False))
+    cal, before, after = report["site_calibration"], report["before"], report["after"]
+    click.echo(f"{cfg.out}: site '{cal['name']}', zoom {cal['zoom']:g}, adapted "
+               f"{', '.join(cal['adapted'])} ({report['seconds']:.0f} s)")
+    for key, what in (("right", "right (REFER = not right)"), ("referred", "referred"),
+                      ("accepted_right", "right among the accepted")):
+        b, a = before[key], after[key]
+        click.echo(f"  {what}: {b['value']:.1%} before, {a['value']:.1%} after "
+                   f"(95 % CI {a['wilson95'][0]:.1%}-{a['wilson95'][1]:.1%})"
+                   if a["value"] is not None and b["value"] is not None else f"  {what}: -")
+    if cal["missing_classes"]:
+        click.echo(f"  no images of {', '.join(cal['missing_classes'])}: not adapted nor "
+                   "validated for them", err=True)
+    click.echo(calibration_line(runtime.load_model(cfg.out, 1)), err=not cal["validated"])
+    click.echo(f"  report: {os.path.splitext(cfg.out)[0]}.calibration.md")

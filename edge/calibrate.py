@@ -1,0 +1,475 @@
+"""Meet a new microscope: adapt a model to a lab's own labelled images, and validate it there.
+
+A lab gives `edge-calibrate` a folder of its own confirmed images in class sub-folders (at
+least 10 per class). hemalite then adapts, each step measurable on its own (INGREDIENTS):
+
+  zoom          the site's objective undone before the model: the zoom (InputSpec.zoom, in
+                the contract) under which the unadapted model explains the site's labels
+                best, searched over ZOOMS (or given: --zoom);
+  head          the classifier's last layer refitted on the site's pooled features, pulled
+                towards the trained weights (the training classes' prior, PRIOR), and
+                written into the .tflite itself: the calibrated answer is the file's first
+                output for any client;
+  domain        the domain check's class means moved to where the site's images fall, so its
+                ordinary images are not referred as out-of-domain;
+  acquisition   the acquisition check's reference (exposure, magnification, focus, stain)
+                moved to the site's own medians: guidance is relative to this microscope.
+
+Then it validates: k-fold cross-validation over the site's images, every step refitted
+without the fold it scores, each fold's model written and run through `assess` exactly as
+`edge-classify` runs the final one. The result is one file: the adapted model with its
+provenance (hemalite.json's `site_calibration`) and calibration.md / calibration.json beside
+it. No TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hemalite import acquisition
+from hemalite import domain as dom
+from hemalite.contract import ImageError, is_image_name, load_image, preprocess
+from hemalite.edge.assess import assess
+from hemalite.edge.head import Head, read_head, write_head
+from hemalite.edge.runtime import Model, load_model
+from hemalite.errors import HemaliteError
+from hemalite.metadata import embed_metadata
+
+INGREDIENTS = ("zoom", "head", "domain", "acquisition")
+# The zooms searched: log-spaced, x0.55 to x1.8 (another objective than training's 100x,
+# from the site's images alone).
+ZOOMS = tuple(float(z) for z in np.round(np.exp(np.linspace(np.log(0.55), np.log(1.8), 13)), 3))
+PRIOR = 1.0  # strength of the pull towards the trained head (see fit_head)
+DOMAIN_SHRINK = 10.0  # site images a class needs before its own offset outweighs the global one
+
+
+class CalibrationError(HemaliteError):
+    """A site folder that cannot be calibrated on (the lines say what to fix)."""
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """What `edge-calibrate` was asked to do; saved in calibration.json.
+
+    site_dir      class sub-folders named as the model's labels, the site's own images
+    out           the calibrated .tflite to write (calibration.md/.json go beside it)
+    model         the model to adapt ('' = the bundled int8 model)
+    name          the site's name in the model and its reports (default: the folder's name)
+    min_accuracy  the validated bar: the Wilson 95 % lower bound of the calibrated accuracy
+    folds         cross-validation folds (at most the smallest class's image count)
+    zoom          a known zoom instead of the search (1 / the objective's ratio to 100x)
+    ingredients   what is adapted (INGREDIENTS); fewer for an ablation
+    min_per_class images a class needs
+    """
+
+    site_dir: str
+    out: str
+    model: str = ""
+    name: str = ""
+    min_accuracy: float = 0.97
+    folds: int = 5
+    zoom: float | None = None
+    ingredients: tuple[str, ...] = INGREDIENTS
+    min_per_class: int = 10
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- the site
+@dataclass
+class Site:
+    """The site's images, decoded once: originals (the zoom crops them) and labels."""
+
+    paths: list[str]
+    rgb: list[np.ndarray]
+    y: np.ndarray
+    labels: tuple[str, ...]
+    missing: tuple[str, ...]  # labels the site has no images of
+
+
+def read_site(site_dir: str, labels: tuple[str, ...], min_per_class: int) -> Site:
+    """Every image under SITE_DIR/<label>/ (at any depth); CalibrationError listing every
+    problem at once (a folder that is no label, a class with too few images, an image that
+    cannot be read) so that one fix-up pass suffices. A label with no folder is allowed:
+    it limits what can be validated, and the report says so."""
+    root = Path(site_dir)
+    if not root.is_dir():
+        raise CalibrationError(f"site folder not found: {site_dir}")
+    problems, paths, y, rgb = [], [], [], []
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    for folder in folders:
+        if folder.name not in labels:
+            problems.append(f"{folder}: not a label of the model (labels: {', '.join(labels)})")
+            continue
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_name(p.name))
+        readable = 0
+        for path in files:
+            try:
+                rgb.append(load_image(path))
+            except ImageError as err:
+                problems.append(f"{path}: {err}")
+                continue
+            paths.append(str(path))
+            y.append(labels.index(folder.name))
+            readable += 1
+        if readable < min_per_class:
+            problems.append(f"{folder}: {readable} readable images, at least {min_per_class} "
+                            "are needed per class")
+    loose = [p.name for p in root.iterdir() if p.is_file() and is_image_name(p.name)]
+    if loose:
+        problems.append(f"{site_dir}: {len(loose)} images outside the class folders "
+                        f"(e.g. {loose[0]}): put each in its label's folder")
+    present = {labels[i] for i in y}
+    if not present and not problems:
+        problems.append(f"{site_dir}: no class folders (expected some of: {', '.join(labels)})")
+    if problems:
+        raise CalibrationError("the site folder cannot be used:\n  " + "\n  ".join(problems))
+    return Site(paths, rgb, np.array(y), labels,
+                tuple(label for label in labels if label not in present))
+
+
+@dataclass
+class Outputs:
+    """One invoke's outputs per site image, at one zoom."""
+
+    probs: np.ndarray  # (n, classes)
+    embedding: np.ndarray  # (n, features)
+    domain: np.ndarray  # (n, dims)
+    measures: list[dict]
+
+
+def outputs_at(model: Model, site: Site, zoom: float) -> Outputs:
+    """Invoke the base model on every site image, preprocessed with this zoom."""
+    spec = dataclasses.replace(model.info.spec, zoom=zoom)
+    probs, emb, dz, measures = [], [], [], []
+    for rgb in site.rgb:
+        pixels = preprocess(rgb, spec)
+        probs.append(model.predict(pixels))
+        emb.append(model.get_output("embedding"))
+        dz.append(model.get_output("domain"))
+        measures.append(acquisition.measure(pixels))
+    return Outputs(np.array(probs), np.array(emb), np.array(dz), measures)
+
+
+# ----------------------------------------------------------------------------- fitting
+def choose_zoom(by_zoom: dict[float, Outputs], y: np.ndarray, index: np.ndarray) -> float:
+    """The zoom under which the base model gives the site's true classes the highest mean
+    log-probability (images `index`); ties go to the zoom nearest 1."""
+    def score(z):
+        p = by_zoom[z].probs[index, y[index]]
+        return float(np.mean(np.log(np.clip(p, 1e-4, 1.0))))
+    return max(by_zoom, key=lambda z: (round(score(z), 3), -abs(np.log(z))))
+
+
+def fit_head(features: np.ndarray, y: np.ndarray, start: Head, prior: float = PRIOR,
+             steps: int = 300) -> Head:
+    """Multinomial logistic regression on the site's features, started from and pulled
+    towards the trained head: mean cross-entropy + prior/2 x the mean squared distance of
+    the weights (and biases) from the trained ones: the training classes' knowledge as a
+    Gaussian prior, which 40 images must overcome. Full-batch gradient descent with the step
+    1/L (L bounds the loss's curvature), so the result depends on the data and the prior,
+    not on a learning rate. Classes the site has no image of keep their trained rows."""
+    x = np.asarray(features, np.float64)
+    w0, b0 = start.weights.astype(np.float64), start.bias.astype(np.float64)
+    w, b = w0.copy(), b0.copy()
+    onehot = np.eye(len(b0))[y]
+    seen = np.isin(np.arange(len(b0)), y)
+    # curvature of the mean cross-entropy is at most 1/2 x the largest eigenvalue of the
+    # augmented x'x / n; the prior adds its own
+    augmented = np.hstack([x, np.ones((len(x), 1))])
+    top = np.linalg.eigvalsh(augmented @ augmented.T / len(x))[-1]
+    step = 1.0 / (0.5 * top + prior / min(w0.size, len(b0)))
+    for _ in range(steps):
+        logits = x @ w.T + b
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        err = (p - onehot) / len(x)
+        w -= step * ((err.T @ x + prior * (w - w0) / w.size) * seen[:, None])
+        b -= step * (err.sum(0) + prior * (b - b0) / len(b0)) * seen
+    return Head(w.astype(np.float32), b.astype(np.float32))
+
+
+def recentre_domain(check: dom.DomainCheck, z: np.ndarray, y: np.ndarray) -> dom.DomainCheck:
+    """Class means moved by the site's offset from them (each class's own offset, shrunk
+    towards the mean offset by DOMAIN_SHRINK images); the outlier score's bias moved with
+    the mean offset, so the site's ordinary images score as training's did."""
+    means = np.asarray(check.means, np.float64)
+    offsets = {c: z[y == c].mean(0) - means[c] for c in np.unique(y)}
+    shift = np.mean(list(offsets.values()), axis=0)
+    moved = means.copy()
+    for c in range(len(means)):
+        n = int((y == c).sum())
+        own = offsets.get(c, shift)
+        moved[c] = means[c] + (n * own + DOMAIN_SHRINK * shift) / (n + DOMAIN_SHRINK)
+    out = dataclasses.replace(check, means=np.round(moved, 5).tolist())
+    if check.outlier:
+        outlier = dict(check.outlier)
+        outlier["bias"] = float(outlier["bias"] - np.asarray(outlier["weights"]) @ shift)
+        out.outlier = outlier
+    return out
+
+
+def recentre_acquisition(fitted: dict, measures: list[dict]) -> dict:
+    """The acquisition check with the site's medians as its reference (ranges keep
+    training's widths: they are relative to the medians)."""
+    check = acquisition.from_dict(fitted)
+    medians = dict(check.medians)
+    for name in medians:
+        if name in ("scale", "hue"):
+            continue
+        values = np.array([m.get(name, np.nan) for m in measures], float)
+        if np.isfinite(values).sum() >= 5:
+            medians[name] = float(np.nanmedian(values))
+    hues = np.array([m.get("hue", np.nan) for m in measures], float)
+    if np.isfinite(hues).sum() >= 5:
+        angle = np.radians(hues[np.isfinite(hues)])
+        medians["hue"] = float(np.degrees(np.angle(np.exp(1j * angle).mean())) % 360)
+    return {**check.to_dict(), "medians": medians}
+
+
+@dataclass
+class Adaptation:
+    """What was fitted on a set of site images: enough to write the model."""
+
+    zoom: float
+    head: Head | None
+    check: dom.DomainCheck | None
+    logits_seen: np.ndarray
+
+
+def adapt(base: Model, base_head: Head, by_zoom: dict[float, Outputs], site: Site,
+          index: np.ndarray, cfg: CalibrateConfig) -> Adaptation:
+    """Fit every ingredient asked for on the site images `index` only."""
+    zoom = 1.0
+    if "zoom" in cfg.ingredients:
+        zoom = cfg.zoom if cfg.zoom is not None else choose_zoom(by_zoom, site.y, index)
+    out = by_zoom[zoom]
+    y = site.y[index]
+    head = None
+    if "head" in cfg.ingredients:
+        head = fit_head(out.embedding[index], y, base_head)
+    check = base.domain
+    if check is not None and "domain" in cfg.ingredients:
+        check = recentre_domain(check, out.domain[index], y)
+    if check is not None and "acquisition" in cfg.ingredients and check.acquisition:
+        check = dataclasses.replace(check, acquisition=recentre_acquisition(
+            check.acquisition, [out.measures[i] for i in index]))
+    logits = (head or base_head).logits(out.embedding[index])
+    return Adaptation(zoom, head, check, logits)
+
+
+def write_model(base: Model, base_bytes: bytes, fitted: Adaptation, provenance: dict,
+                path: str) -> None:
+    """The base model with the adaptation inside: head in the graph, zoom in the input
+    spec, the domain check and the provenance in the metadata."""
+    model = base_bytes
+    if fitted.head is not None:
+        model = write_head(model, fitted.head, fitted.logits_seen)
+    info = base.info
+    files = dict(info.files)
+    if fitted.check is not None:
+        files[dom.DOMAIN_FILE] = fitted.check.to_bytes()
+    info = dataclasses.replace(
+        info, spec=dataclasses.replace(info.spec, zoom=fitted.zoom), files=files,
+        extra={**info.extra, "site_calibration": provenance},
+        name=f"{info.name.split(' [site')[0]} [site {provenance['name']}]")
+    tmp = f"{path}.part"
+    with open(tmp, "wb") as fh:
+        fh.write(embed_metadata(model, info))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- validating
+def folds_of(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """k stratified folds (indices), each class dealt round-robin after a seeded shuffle."""
+    rng = np.random.default_rng(seed)
+    folds = [[] for _ in range(k)]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        for i, j in enumerate(idx):
+            folds[i % k].append(j)
+    return [np.array(sorted(f)) for f in folds]
+
+
+def decide(model: Model, rgb: np.ndarray) -> tuple[int, str | None]:
+    """(best guess, REFER reason or None): edge-classify's decision, at its defaults."""
+    floor = model.domain.min_confidence if model.domain else 0.0
+    a = assess(model, preprocess(rgb, model.info.spec), floor)
+    return int(np.argmax(a.probabilities)), a.reason
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score 95 % interval of a proportion (0, 1 for n = 0)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def summary(guess: np.ndarray, referred: np.ndarray, y: np.ndarray, labels) -> dict:
+    """Right (accepted and correct: a REFER is a person's work, not right), accuracy of the
+    best guess, accuracy on the accepted, referral, per class, confusion with REFER."""
+    right = (guess == y) & ~referred
+    k = len(labels)
+    confusion = np.zeros((k, k + 1), int)
+    for t, g, r in zip(y, guess, referred):
+        confusion[t, k if r else g] += 1
+    accepted = ~referred
+
+    def share(mask, of):
+        return {"n": int(of.sum()), "k": int((mask & of).sum()),
+                "value": float((mask & of).sum() / of.sum()) if of.sum() else None,
+                "wilson95": wilson(int((mask & of).sum()), int(of.sum()))}
+    every = np.ones_like(y, bool)
+    return {"right": share(right, every), "best_guess": share(guess == y, every),
+            "accepted_right": share(guess == y, accepted), "referred": share(referred, every),
+            "per_class": {labels[c]: share(right, y == c) for c in range(k) if (y == c).any()},
+            "confusion": confusion.tolist(), "columns": [*labels, "REFER"]}
+
+
+def cross_validate(base: Model, base_bytes: bytes, base_head: Head,
+                   by_zoom: dict[float, Outputs], site: Site, cfg: CalibrateConfig,
+                   progress=None) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Out-of-fold decisions: each fold scored by a model adapted without it."""
+    k = max(2, min(cfg.folds, min(int((site.y == c).sum()) for c in np.unique(site.y))))
+    guess, referred, zooms = np.zeros(len(site.y), int), np.zeros(len(site.y), bool), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, held in enumerate(folds_of(site.y, k, cfg.seed)):
+            train = np.setdiff1d(np.arange(len(site.y)), held)
+            fitted = adapt(base, base_head, by_zoom, site, train, cfg)
+            zooms.append(fitted.zoom)
+            path = os.path.join(tmp, f"fold{i}.tflite")
+            write_model(base, base_bytes, fitted, {"name": f"fold {i}"}, path)
+            model = load_model(path, base.num_threads, base.runtime)
+            for j in held:
+                guess[j], reason = decide(model, site.rgb[j])
+                referred[j] = reason is not None
+            if progress:
+                progress.update(1)
+    return guess, referred, zooms
+
+
+def calibrate(cfg: CalibrateConfig, model_path: str, num_threads: int | None = None,
+              progress_factory=None) -> dict:
+    """Read the site, validate by cross-validation, fit on every image, write the model,
+    calibration.md and calibration.json; returns calibration.json's content."""
+    import time
+
+    start = time.perf_counter()
+    base = load_model(model_path, num_threads)
+    if not base.has_output("embedding") or base.domain is None:
+        raise CalibrationError(f"{model_path} has no embedding output or domain check: only a "
+                               "model made by this version's `hemalite convert` can be "
+                               "calibrated")
+    site = read_site(cfg.site_dir, base.info.labels, cfg.min_per_class)
+    base_bytes = Path(model_path).read_bytes()
+    base_head = read_head(base_bytes)
+    zooms = [cfg.zoom] if cfg.zoom is not None else (ZOOMS if "zoom" in cfg.ingredients
+                                                       else [1.0])
+    zooms = sorted(set(zooms) | {1.0})
+    bar = progress_factory(len(zooms) + cfg.folds + 1) if progress_factory else None
+    by_zoom = {}
+    for z in zooms:
+        by_zoom[z] = outputs_at(base, site, z)
+        if bar:
+            bar.update(1)
+    before = [decide(base, rgb) for rgb in site.rgb]
+    guess, referred, fold_zooms = cross_validate(base, base_bytes, base_head, by_zoom, site,
+                                                 cfg, bar)
+    fitted = adapt(base, base_head, by_zoom, site, np.arange(len(site.y)), cfg)
+    labels = base.info.labels
+    after = summary(guess, referred, site.y, labels)
+    validated = (after["right"]["wilson95"][0] >= cfg.min_accuracy and not site.missing)
+    name = cfg.name or Path(cfg.site_dir).resolve().name
+    provenance = {
+        "name": name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "images_per_class": {labels[c]: int((site.y == c).sum()) for c in range(len(labels))},
+        "missing_classes": list(site.missing), "adapted": list(cfg.ingredients),
+        "zoom": fitted.zoom, "validated": bool(validated), "min_accuracy": cfg.min_accuracy,
+        "cross_validation": {"folds": len(fold_zooms),
+                             "right": after["right"]["value"],
+                             "right_wilson95": after["right"]["wilson95"],
+                             "referred": after["referred"]["value"]},
+        "base_model": {"name": base.info.name, "version": base.info.version,
+                       "sha256": hashlib.sha256(base_bytes).hexdigest()}}
+    write_model(base, base_bytes, fitted, provenance, cfg.out)
+    if bar:
+        bar.update(1)
+    report = {"config": dataclasses.asdict(cfg), "model": cfg.out, "site_calibration": provenance,
+              "images": [os.path.relpath(p, cfg.site_dir) for p in site.paths],
+              "before": summary(np.array([g for g, _ in before]),
+                                np.array([r is not None for _, r in before]), site.y, labels),
+              "after": after, "fold_zooms": fold_zooms, "seconds": time.perf_counter() - start}
+    stem = os.path.splitext(cfg.out)[0]
+    Path(f"{stem}.calibration.json").write_text(json.dumps(report, indent=1))
+    Path(f"{stem}.calibration.md").write_text(markdown(report))
+    return report
+
+
+def markdown(report: dict) -> str:
+    """calibration.md: the part a lab signs."""
+    cal = report["site_calibration"]
+    before, after = report["before"], report["after"]
+
+    def fmt(s):
+        if s["value"] is None:
+            return "-"
+        low, high = s["wilson95"]
+        return f"{s['value']:.1%} ({s['k']}/{s['n']}; 95 % CI {low:.1%}-{high:.1%})"
+    status = ("**validated**" if cal["validated"] else "**not validated**: "
+              + (f"no images of {', '.join(cal['missing_classes'])}; "
+                 if cal["missing_classes"] else "")
+              + f"the lower bound of the calibrated accuracy is under {cal['min_accuracy']:.0%}"
+              + (" (with this few images it cannot reach it even when every image is right: "
+                 f"{needed(cal['min_accuracy'])} right of {needed(cal['min_accuracy'])} would)"
+                 if wilson(after["right"]["n"], after["right"]["n"])[0] < cal["min_accuracy"]
+                 else ""))
+    lines = [f"# Site calibration: {cal['name']}", "",
+             "> hemalite is a research and screening aid, not a diagnosis. A calibration "
+             "measures the model on this site's own images; it is no substitute for the "
+             "lab's own validation procedure.", "",
+             f"- model written: `{report['model']}` (base: {cal['base_model']['name']} "
+             f"{cal['base_model']['version']}, sha256 {cal['base_model']['sha256'][:12]})",
+             f"- date: {cal['date']}; images per class: "
+             + ", ".join(f"{k} {v}" for k, v in cal["images_per_class"].items()),
+             f"- adapted: {', '.join(cal['adapted'])}; zoom {cal['zoom']:g} "
+             f"(per fold: {', '.join(f'{z:g}' for z in report['fold_zooms'])})",
+             f"- status: {status}", "",
+             f"## Validation ({cal['cross_validation']['folds']}-fold cross-validation: each "
+             "image scored by a model calibrated without it, through edge-classify's "
+             "decision at its defaults)", "",
+             "A REFER counts as not right: it is work for a person.", "",
+             "| | before (the base model) | after (calibrated) |", "|---|---|---|"]
+    for key, what in (("right", "right"), ("best_guess", "best guess right"),
+                      ("accepted_right", "right among the accepted"),
+                      ("referred", "referred")):
+        lines.append(f"| {what} | {fmt(before[key])} | {fmt(after[key])} |")
+    for label in after["per_class"]:
+        lines.append(f"| right, {label} | {fmt(before['per_class'][label])} | "
+                     f"{fmt(after['per_class'][label])} |")
+    lines += ["", "Confusion after calibration (rows: true class; columns: the call):", "",
+              "| | " + " | ".join(after["columns"]) + " |",
+              "|---|" + "---:|" * len(after["columns"])]
+    for label, row in zip(report["site_calibration"]["images_per_class"], after["confusion"]):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+    if cal["missing_classes"]:
+        lines += ["", f"Not adapted nor validated: {', '.join(cal['missing_classes'])} (no "
+                  "images). The model keeps its trained answer for them, unmeasured here."]
+    return "\n".join(lines) + "\n"
+
+
+def needed(bar: float) -> int:
+    """How many images, all right, put the Wilson 95 % lower bound at `bar` or above."""
+    n = 1
+    while wilson(n, n)[0] < bar and n < 100_000:
+        n += 1
+    return n
