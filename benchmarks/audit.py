@@ -1,7 +1,9 @@
 """The audit: what a model decides from, measured on the benchmark's own images.
 
 For each .tflite, on the same preprocessed images:
-  1. accuracy under the acquisition shifts another lab brings (hemalite.shifts.AUDIT_SHIFTS);
+  1. accuracy under the acquisition shifts another lab brings (hemalite.shifts.AUDIT_SHIFTS),
+     and under stronger faults a technician can fix (FAULT_SHIFTS: which REFER reason each
+     gets, and how right the accepted rest is);
   2. accuracy with the leukocytes erased, with only the leukocytes, with the scale-bar
      annotation masked (hemalite.shifts.ABLATIONS);
   3. where the heatmap (the predicted class's activation map, from the model's `cam`
@@ -66,7 +68,17 @@ def shifted_sets(x: np.ndarray) -> dict[str, np.ndarray]:
             [shifts.apply_shift(img, name, value) for img in x])
     for name, ablate in shifts.ABLATIONS.items():
         sets[name] = np.stack([ablate(img) for img in x])
+    for name, value in shifts.FAULT_SHIFTS:
+        sets[shifts.FAULT_PREFIX + shifts.shift_name(name, value)] = np.stack(
+            [shifts.apply_shift(img, name, value) for img in x])
     return sets
+
+
+def is_shift(name: str) -> bool:
+    """Whether an audit set is one of the audit's shifts (not as is, an ablation or a
+    fault): the sets its mean and worst shift are taken over."""
+    return (name != "as is" and name not in shifts.ABLATIONS
+            and not name.startswith(shifts.FAULT_PREFIX))
 
 
 def audit_model(path: str, sets: dict[str, np.ndarray], y: np.ndarray,

@@ -10,6 +10,7 @@ import click
 
 from hemalite import DISCLAIMER, __version__
 from hemalite.benchmarks.inputs import BenchError, collect, load_images
+from hemalite.benchmarks.sweep import SweepConfig, run_sweep
 from hemalite.cli import Command, Group, setup_logging
 
 
@@ -45,6 +46,7 @@ class BenchConfig:
     limit: int = 0  # 0: every image
     audit: bool = True
     keras_too: bool = False  # also the run's Keras model (hemalite bench with TensorFlow)
+    other_labs: tuple[str, ...] = ()  # folders of another lab's photographs (never a class)
 
 
 def bench_options(run: bool):
@@ -74,6 +76,11 @@ def bench_options(run: bool):
         click.option("--audit/--no-audit", default=BenchConfig.audit, show_default=True,
                      help="Also audit each .tflite: accuracy under another lab's shifts, with "
                           "the leukocytes erased or alone, and where its heatmap looks."),
+        click.option("--other-lab", "other_labs", multiple=True,
+                     type=click.Path(file_okay=False, exists=True),
+                     help="A folder of another lab's smear photographs, out-of-domain material "
+                          "for the domain check (how many referred, why, how many called "
+                          "malignant); repeatable. E.g. ../shared/data/other_labs/bccd/images."),
         click.option("--progress/--no-progress", default=True, show_default=True),
         click.option("--verbose", is_flag=True),
     ]
@@ -86,7 +93,7 @@ def bench_options(run: bool):
 
 
 def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, limit, progress,
-         verbose, keras_too, audit=True):
+         verbose, keras_too, audit=True, other_labs=()):
     setup_logging(verbose)
     if importlib.util.find_spec("sklearn") is None:
         raise BenchError("benchmarks need the bench extra: pip install 'hemalite[bench]'")
@@ -99,10 +106,10 @@ def _run(targets, data_dir, manifest, data_root, out, threads, runs, warmup, lim
     models, _, manifest, data_root = collect(targets, data_dir, manifest, data_root, keras_too)
     x, y, files, labels, source = load_images(models, data_dir, manifest, data_root, limit)
     report = run_benchmark(models, x, y, files, labels, threads, runs, warmup, source,
-                           progress, audit)
+                           progress, audit, other_labs)
     written = write_report(report, out)
     config = BenchConfig(tuple(targets), data_dir, manifest, data_root, out, tuple(threads),
-                         runs, warmup, limit, audit, keras_too)
+                         runs, warmup, limit, audit, keras_too, tuple(other_labs))
     write_json(Path(out) / "bench_config.json",
                {**dataclasses.asdict(config), "hemalite": __version__})
     written.append(Path(out) / "bench_config.json")
@@ -155,3 +162,38 @@ def merge_command(reports, out):
     click.echo(f"wrote {out}")
 
 
+
+
+@click.command("sweep", cls=Command, epilog=DISCLAIMER)
+@click.argument("data_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", default=SweepConfig.out, show_default=True,
+              help="Folder of the sweep: one run directory per configuration, and the summary.")
+@click.option("--sizes", type=ThreadCounts(), default=",".join(map(str, SweepConfig.sizes)),
+              show_default=True, help="Input sides to try, comma-separated (multiples of 4).")
+@click.option("--fine-tune-from", "boundaries", multiple=True,
+              default=SweepConfig.boundaries, show_default=True,
+              help="First backbone layer fine-tuned; repeat to try several.")
+@click.option("--weights", default=SweepConfig.weights, show_default=True,
+              help="'imagenet' (Keras's download) or a local .weights.h5.")
+@click.option("--fine-tune-epochs", type=click.IntRange(min=0),
+              default=SweepConfig.fine_tune_epochs, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=SweepConfig.runs,
+              show_default=True, help="Timed invokes per latency figure.")
+@click.option("--verbose", is_flag=True)
+def sweep_command(data_dir, out, sizes, boundaries, weights, fine_tune_epochs, runs, verbose):
+    """Train, convert, benchmark and audit each configuration, then compare them.
+
+    Every size x --fine-tune-from combination is trained with the same recipe and split
+    (a run directory each under --out), converted to float32 and int8, and measured with
+    `hemalite bench`'s harness on the validation split (never the test split). Resumable:
+    run the same command again and finished steps are skipped. Writes sweep.md, sweep.json
+    and sweep.png (accuracy as is, the audit's mean and worst shift against int8 latency
+    and size, the Pareto front marked). Each configuration trains for minutes to half an
+    hour on a 2-core CPU.
+    """
+    setup_logging(verbose)
+    cfg = SweepConfig(data_dir=data_dir, out=out, sizes=tuple(sizes),
+                      boundaries=tuple(boundaries), weights=weights,
+                      fine_tune_epochs=fine_tune_epochs, runs=runs)
+    rows = run_sweep(cfg)
+    click.echo(f"{len(rows)} configurations; wrote {out}/sweep.md, sweep.json, sweep.png")

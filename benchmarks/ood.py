@@ -53,12 +53,37 @@ def closeups(images: np.ndarray, zoom: float = 2.5) -> list[np.ndarray]:
     return [c for c in (shifts.closeup(rgb, zoom) for rgb in images) if c is not None]
 
 
+def other_lab_images(folder: str) -> list[np.ndarray]:
+    """Every readable image under a folder of another lab's photographs (a bad file is
+    skipped with a warning line)."""
+    import logging
+    from pathlib import Path
+
+    from hemalite.contract import ImageError, is_image_name, load_image
+
+    images = []
+    for path in sorted(p for p in Path(folder).rglob("*") if is_image_name(p.name)):
+        try:
+            images.append(load_image(path))
+        except ImageError as err:
+            logging.getLogger(__name__).warning("%s: %s (skipped)", path, err)
+    return images
+
+
 def ood_sets(x: np.ndarray, spec: InputSpec, per_shift: int = 20, seed: int = 0,
-             healthy: np.ndarray | None = None) -> dict:
+             healthy: np.ndarray | None = None, other_labs=()) -> dict:
     """{kind: (N, H, W, 3) uint8}, every image through the one preprocess(). `healthy`: the
-    in-domain images of the healthy class, for the close-ups."""
+    in-domain images of the healthy class, for the close-ups; `other_labs`: folders of
+    another lab's photographs (e.g. ../shared/data/other_labs/bccd/images), each a kind."""
     rng = np.random.default_rng(seed)
     sets = {}
+    for folder in other_labs:
+        images = other_lab_images(folder)
+        if images:
+            name = os.path.basename(os.path.normpath(folder))
+            if name == "images":  # bccd/images: the lab's name is the folder above
+                name = os.path.basename(os.path.dirname(os.path.normpath(folder)))
+            sets[f"other lab: {name}"] = images
     if healthy is not None and len(healthy):
         sets["healthy cells, closer up"] = closeups(healthy)
     micro = [c for img in _skimage_images(MICROSCOPY) for c in _crops(img, spec.height)]
@@ -108,7 +133,7 @@ def evaluate_domain(path: str, x: np.ndarray, y: np.ndarray, sets: dict,
     correct = np.array([a.probabilities.argmax() == t for a, t in zip(test, y)])
     accepted = np.array([a.reason is None for a in test])
     out = {"threshold": check.threshold, "acceptance": check.acceptance,
-           "min_confidence": floor, "ranges": check.ranges,
+           "min_confidence": floor, "acquisition": check.acquisition,
            "test": {"images": len(y), "referred": float(1 - accepted.mean()),
                     "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else None,
                     "reasons": _count([a.reason for a in test]),

@@ -49,7 +49,7 @@ def variant_of(path: str) -> str:
 
 def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[str], labels,
                   threads=(1, 2), runs: int = 50, warmup: int = 5, source: str = "",
-                  progress: bool = True, audit: bool = True) -> dict:
+                  progress: bool = True, audit: bool = True, other_labs=()) -> dict:
     """Measure every model; the float32 .tflite (else Keras) is the accuracy reference.
 
     With `audit`, every .tflite is also audited (hemalite.benchmarks.audit): shifts,
@@ -59,7 +59,7 @@ def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[s
 
     from hemalite.benchmarks import measure
 
-    audit_sets = _audit_sets(models, x, y, labels) if audit else None
+    audit_sets = _audit_sets(models, x, y, labels, other_labs) if audit else None
     names = row_names(models)
     models = sorted(models, key=lambda p: ORDER.index(variant_of(p))
                     if variant_of(p) in ORDER else 99)
@@ -83,7 +83,8 @@ def run_benchmark(models: list[str], x: np.ndarray, y: np.ndarray, files: list[s
             "models": rows}
 
 
-def _audit_sets(models: list[str], x: np.ndarray, y: np.ndarray, labels) -> dict:
+def _audit_sets(models: list[str], x: np.ndarray, y: np.ndarray, labels,
+                other_labs=()) -> dict:
     """The audit's images, made once for every model: shifted copies, out-of-domain
     material (with the healthy class's cells seen closer up), and which classes count as
     malignant."""
@@ -93,7 +94,8 @@ def _audit_sets(models: list[str], x: np.ndarray, y: np.ndarray, labels) -> dict
     spec = read_model_info(next(m for m in models if m.endswith(".tflite"))).spec
     malignant = tuple(i for i, name in enumerate(labels) if name.lower() != "benign")
     healthy = x[~np.isin(y, malignant)] if len(malignant) < len(labels) else None
-    return {"shifted": audit.shifted_sets(x), "ood": ood.ood_sets(x, spec, healthy=healthy),
+    return {"shifted": audit.shifted_sets(x),
+            "ood": ood.ood_sets(x, spec, healthy=healthy, other_labs=other_labs),
             "malignant": malignant}
 
 
@@ -243,6 +245,7 @@ def to_markdown(report: dict, plots: list[str]) -> str:
                    f"{_fmt(a['auc_ovr_macro'], '.4f')} | {a['ece']:.4f} | "
                    + " | ".join(f"{a['per_class'][c]['recall']:.4f}" for c in d["labels"]) + " |")
     out += audit_markdown(report)
+    out += faults_markdown(report)
     out += domain_markdown(report)
     out += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()]
     if plots:
@@ -297,6 +300,37 @@ def audit_markdown(report: dict) -> list[str]:
     return out
 
 
+def faults_markdown(report: dict) -> list[str]:
+    """Per audit input, the REFERs by reason and how right the accepted rest is; for the
+    faults a technician can fix, the share of REFERs that name the expected reason."""
+    from hemalite import shifts
+
+    audited = [r for r in report["models"] if r.get("audit")]
+    if not audited:
+        return []
+    expected = {shifts.FAULT_PREFIX + shifts.shift_name(n, v): reason
+                for (n, v), reason in shifts.FAULT_SHIFTS.items()}
+    out = _section("REFER reasons: what to fix at the microscope",
+                   "Per input and variant, at the model's defaults (`edge-classify`: its "
+                   "stored floor and checks): the share referred and each reason's count, "
+                   "the accuracy on the accepted rest, and for the faults a technician can "
+                   "fix (`fault: ...`, hemalite.shifts.FAULT_SHIFTS) the share of the REFERs "
+                   "that name the expected reason.",
+                   ["input", "variant", "referred", "reasons", "right among the accepted",
+                    "REFERs with the expected reason"])
+    for name in audited[0]["audit"]:
+        for r in audited:
+            a = r["audit"][name]
+            total = sum(a["referred"].values())
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(a["referred"].items())) or "-"
+            want = expected.get(name)
+            share = (f"{a['referred'].get(want, 0) / total:.0%} ({want})" if want and total
+                     else (f"- ({want})" if want else ""))
+            out.append(f"| {name} | {r['variant']} | {total / a['images']:.1%} | {reasons} | "
+                       f"{_fmt(a['accuracy_accepted'], '.1%')} | {share} |")
+    return out
+
+
 def domain_markdown(report: dict) -> list[str]:
     """The domain check at the model's operating point: in-domain cost, OOD referrals."""
     checked = [r for r in report["models"] if r.get("domain")]
@@ -312,7 +346,9 @@ def domain_markdown(report: dict) -> list[str]:
         d = r["domain"]
         t = d["test"]
         cells = [f"{100 * o['referred']:.1f} % / {100 * o['accepted_as_malignant']:.1f} %"
-                 f" (n={o['images']})" for o in d["ood"].values()]
+                 f" (n={o['images']}; " + ", ".join(
+                     f"{k} {v}" for k, v in sorted(o["reasons"].items())) + ")"
+                 for o in d["ood"].values()]
         out.append(f"| {r['variant']} | {d['threshold']:.3f} | {d['min_confidence']:.3f} | "
                    f"{100 * t['referred']:.1f} % | {_fmt(t['accuracy_accepted'], '.4f')} | "
                    + " | ".join(cells) + " |")

@@ -17,6 +17,8 @@ SUBCOMMANDS = {
               "Where int8 loses accuracy: calibration and quantisation settings compared."),
     "bench": ("hemalite.benchmarks.cli", "bench_command", "Benchmark models: size, latency, accuracy."),
     "report": ("hemalite.benchmarks.cli", "report_group", "Work with benchmark reports (merge)."),
+    "sweep": ("hemalite.benchmarks.cli", "sweep_command",
+              "Train, convert and benchmark configurations; compare them on one front."),
 }
 
 
