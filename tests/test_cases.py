@@ -109,3 +109,18 @@ def test_fitting_refers_mixtures_and_keeps_single_class_cases_on_made_up_fields(
     assert rule == cases.fit_rule(probs, reasons, y)  # seeded
     result = cases.evaluate(probs, reasons, y, LABELS, rule, sizes=(5,), n=2000)[5]
     assert result["single"]["referred"] < 0.03 and result["mixed"]["referred"] > 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_convert_stores_a_case_rule_fitted_on_the_validation_split(tiny_run, tiny_tflite):
+    from hemalite.edge.runtime import load_model
+    from hemalite.train import data
+
+    labels = data.read_labels(tiny_run / "labels.txt")
+    validation = data.read_manifest(tiny_run / "splits" / "val.csv", labels)
+    for path in tiny_tflite.values():
+        rule = cases.stored_rule(load_model(path).info.files)
+        assert rule is not None, path
+        assert rule.fit["split"] == "validation" and rule.fit["images"] == len(validation)
+        assert rule.min_fields >= 1 and rule.max_discordance > 0
