@@ -13,7 +13,8 @@ report.json schema (SCHEMA, versioned):
              accuracy{accuracy, macro_f1, auc_ovr_macro, per_class, confusion_matrix, ece},
              vs_float{accuracy_drop_points, top1_agreement, recall_drop_points},
              cases{rule, rule_source, images, referred_images, protocol,
-                   sizes{"<k>": {single{cases, referred, reasons, accuracy_accepted, wrong},
+                   sizes{"<k>": {single{cases, referred, reasons, accuracy_accepted, wrong,
+                                        wrong_calls, referred_per_class},
                                  mixed{cases, referred, reasons, accepted_as_majority,
                                        accepted_as_minority, accepted_as_other}}}}
              (.tflite only: pseudo-cases drawn from the images; hemalite.benchmarks.cases)
@@ -361,11 +362,15 @@ def cases_markdown(report: dict) -> list[str]:
                             sorted(s["reasons"].items(), key=lambda item: -item[1]))
             right = _percent(s["accuracy_accepted"], 2)
             if s["accuracy_accepted"] is not None:
-                right += f" ({s['wrong']} wrong)"
+                right += f" ({s['wrong']} wrong" + "".join(
+                    f"; {what} {n}" for what, n in s.get("wrong_calls", {}).items()) + ")"
             mixed = "-" if not m["cases"] else " / ".join(
                 _percent(m[f"accepted_as_{which}"]) for which in ("majority", "minority"))
+            per_class = ", ".join(f"{name} {_percent(share)}" for name, share in
+                                  s.get("referred_per_class", {}).items())
             out.append(f"| {r['variant']} | {k} | {right} | {_percent(s['referred'])}"
                        + (f" ({why})" if why else "")
+                       + (f"; per class: {per_class}" if why and per_class else "")
                        + f" | {_percent(m['referred'])} | {mixed} |")
     return out
 

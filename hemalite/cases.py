@@ -204,7 +204,8 @@ def pseudo_cases(y: np.ndarray, k: int, n: int, rng: np.random.Generator,
 def evaluate(probabilities: np.ndarray, reasons, y: np.ndarray, labels, rule: CaseRule,
              sizes=(1, 3, 5, 10), n: int = 4000, seed: int = 0) -> dict:
     """The rule on pseudo-cases of each size k drawn from one split's assessed images:
-    {k: {single: {cases, referred, reasons, accuracy_accepted, wrong},
+    {k: {single: {cases, referred, reasons, accuracy_accepted, wrong, wrong_calls,
+                  referred_per_class},
          mixed: {cases, referred, reasons, accepted_as_majority, accepted_as_minority,
                  accepted_as_other}}}. Shares are of the cases drawn (n per kind and k);
     the majority class gives k - m fields, the minority m (pseudo_cases), m <= k - m."""
@@ -230,9 +231,15 @@ def _tally(calls: list[CaseCall], classes: list[tuple], labels, kind: str) -> di
               "reasons": _count(c.reason for c in referred)}
     called = [(c, cls) for c, cls in zip(calls, classes) if c.label != REFER]
     if kind == "single":
-        wrong = sum(c.label != labels[cls[0]] for c, cls in called)
-        result["accuracy_accepted"] = 1 - wrong / len(called) if called else None
-        result["wrong"] = wrong
+        wrong = [f"{labels[cls[0]]} called {c.label}" for c, cls in called
+                 if c.label != labels[cls[0]]]
+        result["accuracy_accepted"] = 1 - len(wrong) / len(called) if called else None
+        result["wrong"] = len(wrong)
+        result["wrong_calls"] = _count(wrong)  # 'Benign called Early': n
+        result["referred_per_class"] = {
+            labels[c]: sum(call.label == REFER for call, cls in zip(calls, classes)
+                           if cls[0] == c) / max(1, sum(cls[0] == c for cls in classes))
+            for c in sorted({cls[0] for cls in classes})}
     else:
         for name, which in (("majority", 0), ("minority", 1)):
             result[f"accepted_as_{name}"] = (sum(c.label == labels[cls[which]] for c, cls in called)
