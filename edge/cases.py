@@ -45,23 +45,22 @@ def subfolders(folder: str) -> list[str]:
 
 
 def group_cases(inputs: list[tuple[str, str | None]], folders: list[str]) -> list[CaseGroup]:
-    """The inputs grouped into cases in the order they are found, with every sub-folder of
-    the folders given that holds no image as an empty case in its sorted place."""
-    groups: dict[tuple, CaseGroup] = {}
+    """The inputs grouped, in the order they are found (a case's images come together: the
+    search walks one sub-folder at a time), with every sub-folder of the folders given that
+    holds no image as an empty case in its sorted place."""
+    ordered: list[CaseGroup] = []
     for path, root in inputs:
         name = case_name(path, root)
-        key = (root if name is not None else None, name)
-        groups.setdefault(key, CaseGroup(key[0], name)).inputs.append((path, root))
-    ordered = list(groups.values())
+        if not ordered or (ordered[-1].folder, ordered[-1].name) != (root, name):
+            ordered.append(CaseGroup(root, name))
+        ordered[-1].inputs.append((path, root))
     for folder in dict.fromkeys(folders):
-        for name in subfolders(folder):
-            if (folder, name) in groups:
-                continue
-            groups[(folder, name)] = empty = CaseGroup(folder, name)
-            before = [i for i, g in enumerate(ordered) if g.folder == folder and g.name < name]
-            same = [i for i, g in enumerate(ordered) if g.folder == folder]
-            at = before[-1] + 1 if before else same[0] if same else len(ordered)
-            ordered.insert(at, empty)
+        present = {g.name for g in ordered if g.folder == folder}
+        for name in (n for n in subfolders(folder) if n not in present):
+            mine = [i for i, g in enumerate(ordered) if g.folder == folder]
+            before = [i for i in mine if ordered[i].name is None or ordered[i].name < name]
+            at = before[-1] + 1 if before else mine[0] if mine else len(ordered)
+            ordered.insert(at, CaseGroup(folder, name))
     return ordered
 
 

@@ -352,3 +352,19 @@ def test_the_documented_defaults_are_the_bundled_models_validation_fit(bundled):
     rule = cases.fit_rule(probabilities, reasons, np.array([splits["val"][i].label for i in kept]))
     assert (rule.min_fields, rule.max_discordance) == (cases.CaseRule.min_fields,
                                                        cases.CaseRule.max_discordance)
+
+
+def test_cases_are_the_sub_folders_of_each_folder_given_in_the_search_order(tmp_path):
+    from hemalite.edge import cases as edge_cases
+    from hemalite.edge import sources
+
+    root = tmp_path / "patients"
+    for name in ("b/x/deep", "d", "a", "c"):
+        (root / name).mkdir(parents=True)
+    for name in ("loose.png", "b/x/deep/1.png", "b/2.png", "d/3.png"):
+        Image.new("RGB", (8, 8)).save(root / name)
+    inputs = list(sources.find_images([str(root), str(root / "d" / "3.png")]))
+    groups = edge_cases.group_cases(inputs, sources.folders([str(root), str(tmp_path / "p*")]))
+    assert [(g.name, len(g.inputs)) for g in groups] == [
+        (None, 1), ("a", 0), ("b", 2), ("c", 0), ("d", 1), (None, 1)]
+    assert [p for g in groups for p, _ in g.inputs] == [p for p, _ in inputs]  # same order
