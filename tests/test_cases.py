@@ -341,6 +341,8 @@ def test_the_documented_defaults_are_the_bundled_models_validation_fit(bundled):
 
     if cases.stored_rule(bundled.info.files) is not None:
         pytest.skip("the bundled model carries its own case rule")
+    if bundled.runtime != "ai_edge_litert":  # other int8 kernels move a few probabilities
+        pytest.skip("the defaults were fitted with LiteRT, the default runtime")
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data/all4 not present")
     samples, labels, _ = data.scan_dataset(SHARED_DATA)
