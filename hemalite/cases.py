@@ -49,7 +49,8 @@ class CaseRule:
     """How the accepted fields of a case become one call.
 
     The defaults are what `fit_rule` gave for the bundled int8 model on its validation
-    split (docs/cases.md); a model made by `hemalite convert` carries its own fitted rule.
+    split, run with LiteRT (docs/cases.md); a model made by `hemalite convert` carries its
+    own fitted rule.
 
     min_fields       accepted fields a call needs (fewer: REFER too-few-fields);
     max_discordance  mean log-ratio per accepted field (see the module docstring) above
