@@ -11,7 +11,13 @@ report.json schema (SCHEMA, versioned):
              end_to_end{images, threads, images_per_s, stage_share, stage_ms_per_image},
              start{process_s, in_process_s, peak_rss_mb},
              accuracy{accuracy, macro_f1, auc_ovr_macro, per_class, confusion_matrix, ece},
-             vs_float{accuracy_drop_points, top1_agreement, recall_drop_points}}
+             vs_float{accuracy_drop_points, top1_agreement, recall_drop_points},
+             cases{rule, rule_source, images, referred_images, protocol,
+                   sizes{"<k>": {single{cases, referred, reasons, accuracy_accepted, wrong,
+                                        wrong_calls, referred_per_class},
+                                 mixed{cases, referred, reasons, accepted_as_majority,
+                                       accepted_as_minority, accepted_as_other}}}}
+             (.tflite only: pseudo-cases drawn from the images; hemalite.benchmarks.cases)
 """
 from __future__ import annotations
 
@@ -102,7 +108,7 @@ def _audit_sets(models: list[str], x: np.ndarray, y: np.ndarray, labels,
 def _measure_model(path: str, x: np.ndarray, y: np.ndarray, files: list[str], labels, threads,
                    runs: int, warmup: int, audit_sets: dict | None) -> tuple[dict, np.ndarray]:
     """(report row, probabilities) of one .keras or .tflite model."""
-    from hemalite.benchmarks import audit, measure, ood
+    from hemalite.benchmarks import audit, cases, measure, ood
 
     variant = variant_of(path)
     row = {"variant": variant, "path": os.path.basename(path),
@@ -117,6 +123,7 @@ def _measure_model(path: str, x: np.ndarray, y: np.ndarray, files: list[str], la
         row["end_to_end"] = measure.end_to_end(path, files, max(threads))
         row["start"] = measure.cold_start(path, files[0], max(threads))
         probs = measure.tflite_probabilities(path, x, max(threads))
+        row["cases"] = cases.evaluate_cases(path, x, y, labels, max(threads))
         if audit_sets is not None:
             row["audit"] = audit.audit_model(path, audit_sets["shifted"], y, max(threads))
             row["domain"] = ood.evaluate_domain(path, x, y, audit_sets["ood"],
@@ -247,6 +254,7 @@ def to_markdown(report: dict, plots: list[str]) -> str:
     out += audit_markdown(report)
     out += faults_markdown(report)
     out += domain_markdown(report)
+    out += cases_markdown(report)
     out += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in m.items()]
     if plots:
         out += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
@@ -352,6 +360,54 @@ def domain_markdown(report: dict) -> list[str]:
         out.append(f"| {r['variant']} | {d['threshold']:.3f} | {d['min_confidence']:.3f} | "
                    f"{100 * t['referred']:.1f} % | {_fmt(t['accuracy_accepted'], '.4f')} | "
                    + " | ".join(cells) + " |")
+    return out
+
+
+def _percent(v, digits: int = 1) -> str:
+    return "-" if v is None else f"{100 * v:.{digits}f} %"
+
+
+def cases_markdown(report: dict) -> list[str]:
+    """The report's cases section: per variant and size, single-class and mixed pseudo-cases."""
+    rows = [r for r in report["models"] if r.get("cases")]
+    if not rows:
+        return []
+    first = rows[0]["cases"]["protocol"]
+    out = ["", "## Cases: one call per pseudo-case", "",
+           "Pseudo-cases, not patients: the dataset has no patient identifiers. Each is k of the "
+           "images above, of one class (single-class: the call should be that class) or of two "
+           f"classes, the second giving at least {100 * first['mixed_share']:.0f} % of the "
+           "fields (1 of 3 at k = 3; mixed: the call should be REFER), "
+           f"{first['cases_per_kind']} of each kind per k, images reused across pseudo-cases. "
+           "Called by each model's case rule (hemalite.cases) from the per-image decisions at "
+           "its operating point. One patient's fields share a slide and a stain: real cases "
+           "are less independent than these.", ""]
+    for r in rows:
+        c = r["cases"]
+        rule = c["rule"]
+        out.append(f"- {r['variant']}: min fields {rule['min_fields']}, max discordance "
+                   f"{rule['max_discordance']:.2f} ({c['rule_source']}); "
+                   f"{c['referred_images']} of {c['images']} images referred one by one")
+    out += ["", "| variant | k | single-class: right among called | single-class referred "
+            "(reasons) | mixed referred | mixed called as majority / minority class |",
+            "|---|---:|---:|---|---:|---:|"]
+    for r in rows:
+        for k, v in sorted(r["cases"]["sizes"].items(), key=lambda item: int(item[0])):
+            s, m = v["single"], v["mixed"]  # report.json keeps keys sorted: order them here
+            why = ", ".join(f"{name} {count}" for name, count in
+                            sorted(s["reasons"].items(), key=lambda item: -item[1]))
+            right = _percent(s["accuracy_accepted"], 2)
+            if s["accuracy_accepted"] is not None:
+                right += f" ({s['wrong']} wrong" + "".join(
+                    f"; {what} {n}" for what, n in s.get("wrong_calls", {}).items()) + ")"
+            mixed = "-" if not m["cases"] else " / ".join(
+                _percent(m[f"accepted_as_{which}"]) for which in ("majority", "minority"))
+            per_class = ", ".join(f"{name} {_percent(share)}" for name, share in
+                                  s.get("referred_per_class", {}).items())
+            out.append(f"| {r['variant']} | {k} | {right} | {_percent(s['referred'])}"
+                       + (f" ({why})" if why else "")
+                       + (f"; per class: {per_class}" if why and per_class else "")
+                       + f" | {_percent(m['referred'])} | {mixed} |")
     return out
 
 

@@ -26,6 +26,7 @@ from hemalite import DISCLAIMER, __version__
 from hemalite import acquisition
 from hemalite import domain as dom
 from hemalite.contract import InputSpec, is_image_name, load_batch
+from hemalite.convert.case_rule import with_case_rule
 from hemalite.errors import HemaliteError
 from hemalite.files import read_json, write_bytes, write_json
 from hemalite.metadata import ModelInfo, embed_metadata
@@ -431,6 +432,8 @@ def convert(cfg: ConvertConfig) -> dict:
                 check = domain_check(paths[variant], x_val, y_val, fitted, outlier_fit)
                 info = dataclasses.replace(info, files={dom.DOMAIN_FILE: check.to_bytes()})
                 write_bytes(paths[variant], embed_metadata(flat, info))
+            info = with_case_rule(info, paths[variant], x_val, y_val, cfg.seed)  # case.json
+            write_bytes(paths[variant], embed_metadata(flat, info))
     if cfg.verify_split == "val":
         x, y = x_val, y_val
     else:

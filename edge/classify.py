@@ -37,6 +37,10 @@ class Result:
     reason: str | None = None  # why REFER: no-leukocyte, out-of-domain, low-confidence
     detail: str = ""  # the numbers behind the reason
     time_s: float | None = None  # frames: position in the video / seconds since the camera began
+    # What a case call (hemalite.cases) aggregates; not written per image but `case`:
+    probabilities: list[float] | None = None  # one per label, as assess() gave them
+    case: str | None = None  # edge-classify --cases: the case folder the image belongs to
+    heatmap: str | None = None  # the heatmap panel written for it (--heatmaps, --case-report)
 
     @property
     def guess(self) -> str | None:
@@ -170,10 +174,12 @@ def classify(model: Model, pixels: np.ndarray, summary: Summary, k: int = 1,
     summary.invoke_s += time.perf_counter() - start
     label, p, top = decide(a.probabilities, model.info.labels, k)
     result = Result(source, REFER if a.reason else label, p, top, reason=a.reason,
-                    detail=a.detail)
+                    detail=a.detail, probabilities=[float(v) for v in a.probabilities])
     if checks.heatmap_dir and a.cam is not None:
-        save_heatmap(checks.heatmap_dir, source, rgb if rgb is not None else pixels, pixels,
-                     a.cam, int(np.argmax(a.probabilities)), visible_mask(model, pixels))
+        result.heatmap = save_heatmap(checks.heatmap_dir, source,
+                                      rgb if rgb is not None else pixels, pixels, a.cam,
+                                      int(np.argmax(a.probabilities)),
+                                      visible_mask(model, pixels))
     return result
 
 
@@ -265,6 +271,13 @@ class ClassifyConfig:
     workers: int = 2
     every: int = 30
     max_frames: int = 0
+    cases: bool = False  # --cases: each sub-folder of a folder given is a case
+    case_csv: str | None = None
+    case_jsonl: str | None = None
+    case_report: str | None = None
+    case_min_fields: int | None = None  # None: the rule stored in the model
+    case_max_discordance: float | None = None
+    case_rule: dict | None = None  # the rule used (hemalite.cases.CaseRule), when --cases
 
 
 def write_config(config: ClassifyConfig, *results: str | None) -> str | None:
@@ -294,17 +307,23 @@ def _open_output(path: str, newline: str | None = None):
 
 
 class ResultWriter:
-    """CSV and/or JSONL results, one row per input, flushed as they come."""
+    """CSV and/or JSONL results, one row per input, flushed as they come; with `cases`
+    (edge-classify --cases) each row also names its case (a last `case` column)."""
 
-    def __init__(self, csv_path: str | None = None, jsonl_path: str | None = None):
+    ROW = ("source", "label", "probability", "top", "error", "truth", "reason", "detail",
+           "time_s")  # the JSONL keys; the per-image output is these, whatever Result holds
+
+    def __init__(self, csv_path: str | None = None, jsonl_path: str | None = None,
+                 cases: bool = False):
         self._files = []
         self._csv = self._jsonl = None
+        self._keys = self.ROW + (("case",) if cases else ())
         if csv_path:
             fh = _open_output(csv_path, newline="")
             self._files.append(fh)
             self._csv = (fh, csv.writer(fh))
             self._csv[1].writerow(["source", "label", "probability", "top_k", "error", "truth",
-                                   "reason", "detail", "time_s"])
+                                   "reason", "detail", "time_s"] + (["case"] if cases else []))
         if jsonl_path:
             self._jsonl = _open_output(jsonl_path)
             self._files.append(self._jsonl)
@@ -315,10 +334,12 @@ class ResultWriter:
             prob = "" if r.probability is None else f"{r.probability:.4f}"
             self._csv[1].writerow([r.source, r.label or "", prob, top, r.error or "",
                                    r.truth or "", r.reason or "", r.detail,
-                                   "" if r.time_s is None else r.time_s])
+                                   "" if r.time_s is None else r.time_s]
+                                  + ([r.case or ""] if "case" in self._keys else []))
             self._csv[0].flush()
         if self._jsonl:
-            self._jsonl.write(json.dumps(asdict(r)) + "\n")
+            row = asdict(r)
+            self._jsonl.write(json.dumps({k: row[k] for k in self._keys}) + "\n")
             self._jsonl.flush()
 
     def close(self) -> None:

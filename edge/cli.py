@@ -4,6 +4,7 @@ The pipeline reads: frames() -> classify() -> overlay(). No TensorFlow is import
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -13,7 +14,9 @@ import click
 from hemalite import DISCLAIMER, __version__
 from hemalite.cli import Command, setup_logging
 from hemalite.contract import IMAGE_EXTENSIONS
+from hemalite.cases import NO_IMAGES, NO_READABLE_IMAGE, CaseRule, stored_rule
 from hemalite.edge import calibrate, classify, live, runtime, sources
+from hemalite.edge import cases as edge_cases
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,25 @@ def _model_help() -> str:
                    "with --camera/--video, the live window shows the heatmap too.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write results as CSV.")
 @click.option("--jsonl", "jsonl_path", type=click.Path(dir_okay=False), help="Write results as JSON lines.")
+@click.option("--cases", is_flag=True, default=classify.ClassifyConfig.cases,
+              help="Each immediate sub-folder of a folder given is one case (a patient; its "
+                   "images at any depth below it): after the images, one call per case from "
+                   "its accepted fields, in a table (docs/cases.md).")
+@click.option("--case-csv", type=click.Path(dir_okay=False),
+              help="Write one row per case as CSV (implies --cases).")
+@click.option("--case-jsonl", type=click.Path(dir_okay=False),
+              help="Write one row per case as JSON lines (implies --cases).")
+@click.option("--case-report", type=click.Path(file_okay=False),
+              help="Write a Markdown report per case, with its fields' heatmaps, to this "
+                   "folder (implies --cases).")
+@click.option("--case-min-fields", type=click.IntRange(min=1),
+              default=classify.ClassifyConfig.case_min_fields,
+              help="Accepted fields a case call needs; fewer: REFER too-few-fields  "
+                   "[default: the rule stored in the model]")
+@click.option("--case-max-discordance", type=click.FloatRange(min=0.0),
+              default=classify.ClassifyConfig.case_max_discordance,
+              help="Mean log-ratio per accepted field against the case's class above which "
+                   "the case is REFER discordant  [default: the rule stored in the model]")
 @click.option("--num-threads", type=click.IntRange(min=1), default=os.cpu_count() or 1,
               show_default=True, help="Interpreter threads.")
 @click.option("--workers", type=click.IntRange(min=1), default=classify.ClassifyConfig.workers,
@@ -86,7 +108,8 @@ def _model_help() -> str:
               default=None, help="Force a runtime  [default: first found of these]")
 @click.option("--verbose", is_flag=True, help="Say which runtime and model run.")
 def classify_command(paths, model_path, manifest, data_root, camera, picamera, video, top_k, min_confidence,
-                     domain_check, heatmap_dir, csv_path, jsonl_path, num_threads, workers,
+                     domain_check, heatmap_dir, csv_path, jsonl_path, cases, case_csv, case_jsonl,
+                     case_report, case_min_fields, case_max_discordance, num_threads, workers,
                      strict, quiet, headless, save_dir, every, max_frames, runtime_name, verbose):
     """Classify peripheral blood smear images as Benign, Early Pre-B, Pre-B or Pro-B ALL.
 
@@ -102,9 +125,12 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
       edge-classify a.jpg b.png --top-k 2 --csv results.csv
       edge-classify --camera 0 --min-confidence 0.9
       edge-classify --video slide_scan.mp4 --headless --save-dir frames/
+      edge-classify patients/ --cases --case-csv cases.csv   # a sub-folder per patient
     """
     setup_logging(verbose)
     inputs, streaming = _inputs(paths, manifest, data_root, camera, picamera, video)
+    cases = cases or bool(case_csv or case_jsonl or case_report)
+    folders = _case_folders(paths, streaming, heatmap_dir, case_report) if cases else []
     model = runtime.load_model(model_path or runtime.default_model_path(), num_threads,
                                runtime_name)
     if top_k > len(model.info.labels):
@@ -122,16 +148,26 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
     if domain_check and model.domain is None:
         click.echo(f"note: {os.path.basename(model.path)} carries no domain check; only "
                    "--min-confidence can REFER", err=True)
+    rule, rule_text = _case_rule(model, case_min_fields, case_max_discordance) if cases \
+        else (None, "")
     summary = classify.Summary(model.info.labels)
-    writer = classify.ResultWriter(csv_path, jsonl_path)
+    writer = classify.ResultWriter(csv_path, jsonl_path, cases=cases)
+    case_writer = edge_cases.CaseWriter(model.info.labels, case_csv, case_jsonl) if cases else None
     classify.write_config(classify.ClassifyConfig(
         model.path, tuple(paths), manifest, data_root, camera, video, picamera, top_k,
         str(min_confidence), checks.min_confidence, domain_check, heatmap_dir,
-        model.num_threads, model.runtime, workers, every, max_frames), csv_path, jsonl_path)
+        model.num_threads, model.runtime, workers, every, max_frames, cases, case_csv,
+        case_jsonl, case_report, case_min_fields, case_max_discordance,
+        dataclasses.asdict(rule) if rule else None),
+        csv_path, jsonl_path, case_csv, case_jsonl)
+    rows: list[dict] = []
     try:
         if streaming:
             code = _run_frames(model, summary, writer, camera, picamera, video, top_k,
                                checks, headless, save_dir, every, max_frames, quiet)
+        elif cases:
+            code = _run_cases(model, summary, writer, inputs, folders, top_k, checks, workers,
+                              strict, quiet, (rule, rule_text), case_writer, case_report, rows)
         else:
             code = _run_files(model, summary, writer, inputs, top_k, checks, workers,
                               strict, quiet)
@@ -140,8 +176,12 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
         code = 130
     finally:
         writer.close()
+        if case_writer:
+            case_writer.close()
     if summary.n:  # an empty run has had its one error line
         click.echo(summary.text())
+    if cases:
+        click.echo(edge_cases.case_table(rows, model.info.labels, rule_text))
     sys.exit(code)
 
 
@@ -163,6 +203,39 @@ def _inputs(paths, manifest, data_root, camera, picamera, video) -> tuple[list, 
     return inputs, streaming
 
 
+def _case_folders(paths, streaming: bool, heatmap_dir, case_report) -> list[str]:
+    """The folders whose sub-folders are the cases; a UsageError where --cases cannot apply."""
+    if streaming:
+        raise click.UsageError("--cases takes folders whose sub-folders are the cases, not a "
+                               "camera or a video")
+    if heatmap_dir and case_report:
+        raise click.UsageError("--heatmaps and --case-report both write the heatmap panels: "
+                               "with --case-report they sit beside each case's report")
+    folders = sources.folders(list(paths))
+    if not folders:
+        raise click.UsageError("--cases: give a folder whose sub-folders are the cases "
+                               "(one sub-folder per patient)")
+    return folders
+
+
+def _case_rule(model, min_fields: int | None, max_discordance: float | None):
+    """(the rule, how it was set): the model's stored rule, overridden by the flags given; a
+    model without one gets hemalite.cases.CaseRule's documented defaults, and a note."""
+    stored = stored_rule(model.info.files)
+    base = stored or CaseRule()
+    rule = dataclasses.replace(
+        base, min_fields=base.min_fields if min_fields is None else min_fields,
+        max_discordance=base.max_discordance if max_discordance is None else max_discordance)
+    flags = min_fields is not None or max_discordance is not None
+    if stored is None and (min_fields is None or max_discordance is None):
+        click.echo(f"note: {os.path.basename(model.path)} carries no case rule; using the "
+                   f"defaults ({base.describe()}, docs/cases.md) where no --case-min-fields / "
+                   "--case-max-discordance is given", err=True)
+    source = ("stored in the model" if stored else "defaults, the model stores none") + (
+        ", flags given" if flags else "")
+    return rule, f"{rule.describe()} ({source})"
+
+
 def _floor(model, value: str | float, verbose: bool) -> float:
     """--min-confidence (checked by Confidence): a probability, or 'auto' for the floor
     stored in the model."""
@@ -173,6 +246,73 @@ def _floor(model, value: str | float, verbose: bool) -> float:
                        + ("" if floor else " (the model stores no floor)"), err=True)
         return floor
     return float(value)
+
+
+def _run_cases(model, summary, writer, inputs, folders, top_k, checks, workers, strict, quiet,
+               rule, case_writer, report_dir, rows: list) -> int:
+    """The images case by case (classify_paths, as without --cases), each case called from
+    its fields' results as soon as they are in. `rule`: (CaseRule, how it was set); `rows`
+    gets the case rows."""
+    import time
+
+    from tqdm import tqdm
+
+    groups = edge_cases.group_cases(inputs, folders)
+    loose = sum(len(g.inputs) for g in groups if g.name is None)
+    if loose:
+        click.echo(f"note: {loose} image{'s are' if loose > 1 else ' is'} not inside a case "
+                   "folder (a sub-folder of a folder given): classified, in no case", err=True)
+    progress = tqdm(total=len(inputs), unit="img", desc="classifying", leave=False,
+                    disable=None if quiet or not sys.stdout.isatty() else True)
+    start, taken, index = time.perf_counter(), set(), []
+    with progress:
+        for group in groups:
+            folder = None
+            if report_dir and group.name is not None:
+                folder = edge_cases.report_folder(report_dir, group, taken)
+            group_checks = dataclasses.replace(checks, heatmap_dir=folder) if folder else checks
+            results = []
+            for result in classify.classify_paths(model, group.inputs, summary, top_k,
+                                                  group_checks, workers):
+                result.case = group.name
+                writer.write(result)
+                progress.update()
+                results.append(result)
+                if _show(result, progress, strict, quiet):
+                    return 1
+            if group.name is None:
+                continue
+            call = edge_cases.call_group(results, model.info.labels, rule[0])
+            if call.reason in (NO_IMAGES, NO_READABLE_IMAGE):
+                progress.write(f"case {group.name}: REFER {call.reason} ({call.detail})",
+                               file=sys.stderr)
+            truth = edge_cases.case_truth(results)
+            row = edge_cases.case_row(group, call, model.info.labels, truth)
+            case_writer.write(row)
+            rows.append(row)
+            if folder:
+                index.append((row, edge_cases.write_case_report(
+                    folder, group, call, results, truth, rule[1], model.path, model.info.spec)))
+    summary.wall_s = time.perf_counter() - start
+    if report_dir:
+        edge_cases.write_index(report_dir, index, rule[1])
+    if not inputs:
+        click.echo("error: no images found (folders are searched for "
+                   f"{', '.join(IMAGE_EXTENSIONS)})", err=True)
+        return 1
+    return 1 if summary.failed else 0
+
+
+def _show(result, progress, strict: bool, quiet: bool) -> bool:
+    """Print one image's line (errors on stderr); True when --strict stops the run."""
+    if result.error:
+        progress.write(result.line(), file=sys.stderr)
+        if strict:
+            progress.write("stopping: --strict", file=sys.stderr)
+            return True
+    elif not quiet:
+        click.echo(result.line())
+    return False
 
 
 def _run_files(model, summary, writer, inputs, top_k, checks, workers, strict, quiet):
@@ -189,13 +329,8 @@ def _run_files(model, summary, writer, inputs, top_k, checks, workers, strict, q
         for result in classify.classify_paths(model, inputs, summary, top_k, checks, workers):
             writer.write(result)
             progress.update()
-            if result.error:
-                progress.write(result.line(), file=sys.stderr)
-                if strict:
-                    progress.write("stopping: --strict", file=sys.stderr)
-                    return 1
-            elif not quiet:
-                click.echo(result.line())
+            if _show(result, progress, strict, quiet):
+                return 1
     return 1 if summary.failed else 0
 
 

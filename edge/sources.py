@@ -58,6 +58,18 @@ def find_images(inputs: list[str]) -> Iterator[tuple[str, str | None]]:
                     yield match, None
 
 
+def folders(inputs: list[str]) -> list[str]:
+    """The folders find_images searches for these inputs (given, or matched by a glob), in
+    its order: the roots whose immediate sub-folders `edge-classify --cases` calls cases."""
+    found = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found.append(item)
+        elif not os.path.lexists(item) and glob.has_magic(item):
+            found += [m for m in sorted(glob.glob(item, recursive=True)) if os.path.isdir(m)]
+    return found
+
+
 def manifest_paths(manifest: str, root: str = ".") -> list[str]:
     """The 'path' column of a CSV manifest (as written by `hemalite train`), joined to root."""
     import csv

@@ -98,7 +98,8 @@ def test_convert_options_default_to_the_config():
 
 
 def test_converted_metadata_decodes_with_the_generated_reader(tiny_tflite):
-    """Every output is described, probability first with its labels; domain.json is packed."""
+    """Every output is described, probability first with its labels; domain.json and
+    case.json are packed."""
     from hemalite.metadata import find_metadata_buffer
     from hemalite.third_party import metadata_schema as schema
 
@@ -112,7 +113,7 @@ def test_converted_metadata_decodes_with_the_generated_reader(tiny_tflite):
         assert (labels.Name(), labels.Type()) == (b"labels.txt",
                                                   schema.AssociatedFileType.TENSOR_AXIS_LABELS)
         assert [root.AssociatedFiles(i).Name() for i in range(root.AssociatedFilesLength())] == [
-            b"hemalite.json", b"domain.json"]
+            b"hemalite.json", b"domain.json", b"case.json"]
 
 
 def test_representative_data_come_from_the_training_split_only(tiny_run):
