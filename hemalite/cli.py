@@ -17,6 +17,8 @@ SUBCOMMANDS = {
               "Where int8 loses accuracy: calibration and quantisation settings compared."),
     "bench": ("hemalite.benchmarks.cli", "bench_command", "Benchmark models: size, latency, accuracy."),
     "report": ("hemalite.benchmarks.cli", "report_group", "Work with benchmark reports (merge)."),
+    "serve": ("hemalite.edge.serve.cli", "serve_command",
+              "A page beside the microscope: live view, uploads, history, JSON API."),
 }
 
 
@@ -77,5 +79,5 @@ def main() -> None:
     """hemalite: acute lymphoblastic leukaemia smear screening, from training to a Raspberry Pi.
 
     Pipeline: train -> convert -> bench (and `study`, the int8 study); on the device,
-    `edge-classify` and `edge-bench`.
+    `edge-classify`, `edge-bench` and `hemalite serve` (a page, pip install '.[serve]').
     """
