@@ -361,7 +361,9 @@ class LiveFeed:
     def __init__(self, session: Session, model: runtime.Model):
         c = session.config
         self.session, self.model, self.config = session, model, c
-        self.name = live.frame_source(c.camera, c.picamera, c.video)
+        self.name = live.frame_source(c.camera, c.picamera, c.video)  # results' source
+        self.title = (f"video {os.path.basename(c.video)}" if c.video else
+                      "Raspberry Pi camera" if c.picamera else f"camera {c.camera}")
         self.error: str | None = None
         self._latest: LiveFrame | None = None
         self._changed = threading.Condition()
