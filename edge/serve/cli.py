@@ -95,7 +95,7 @@ def make_server(config: ServeConfig, verbose: bool = False):
               help="Keep every upload, its heatmap panel and results.csv / results.jsonl "
                    "here. Without it nothing of an image outlives the session: uploads are "
                    "held in memory only.")
-@click.option("--verbose", is_flag=True, help="Log every request; say which runtime runs.")
+@click.option("--verbose", is_flag=True, help="Log every request and the floor 'auto' resolves to.")
 def serve_command(model, camera, picamera, video, host, port, token, top_k, min_confidence,
                   domain_check, num_threads, runtime_name, max_upload_mb, save_dir, verbose):
     """A page beside the microscope: the live camera with its label or REFER, uploads of
@@ -106,7 +106,7 @@ def serve_command(model, camera, picamera, video, host, port, token, top_k, min_
     Examples:
       hemalite serve                              # uploads only, http://127.0.0.1:8000/
       hemalite serve --camera 0                   # a USB microscope camera
-      hemalite serve --picamera --host 0.0.0.0    # the lab's network: token printed below
+      hemalite serve --picamera --host 0.0.0.0    # the lab's network: prints the token
     """
     setup_logging(verbose)
     sources_given = [n for n, on in (("--camera", camera is not None), ("--picamera", picamera),

@@ -176,7 +176,8 @@ def dataset_citation(info) -> str:
     """The dataset citation the model carries in its description (`hemalite convert` puts it
     after 'Data:'), so a model trained elsewhere shows its own."""
     text = info.description
-    return text[text.index("Data:"):] if "Data:" in text else "the model names no dataset"
+    return text[text.index("Data:") + 5:].strip() if "Data:" in text else \
+        "the model names no dataset"
 
 
 def jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
