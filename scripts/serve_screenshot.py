@@ -6,7 +6,7 @@ images must never be copied into the repository, and a screenshot of them is suc
 So the verdicts in the picture are the bundled model's real answers on drawings; that it
 accepts some drawings as Pre is worth knowing in itself (docs/serve.md).
 
-    make serve-screenshot            # .venv-edge/bin/python scripts/serve_screenshot.py docs/serve.png
+    make serve-screenshot   # runs: .venv-edge/bin/python scripts/serve_screenshot.py docs/serve.png
 """
 from __future__ import annotations
 
