@@ -336,10 +336,20 @@ def test_a_live_frame_is_drawn_with_edge_classifys_words():
 
 # ----------------------------------------------------------------------------- the browser
 def wait(driver, condition, timeout: float = 60, what: str = ""):
+    """Until condition(driver) is true; on timeout, an assertion that shows the page's state."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(
-        lambda d: condition(d), message=what)
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+    except TimeoutException:
+        state = driver.execute_script("""
+            const text = id => (document.getElementById(id) || {}).textContent;
+            return {progress: text('progress'), live: text('live-status'),
+                    frame: text('live-frame'), stream: (document.getElementById('stream')
+                    || {}).src, cards: [...document.querySelectorAll('#result-list li')]
+                    .map(li => li.textContent.replace(/\\s+/g, ' ').trim().slice(0, 90))};""")
+        raise AssertionError(f"{what} (after {timeout} s): {state}") from None
 
 
 def cards(driver) -> dict[str, dict]:
@@ -411,8 +421,13 @@ def test_the_page_in_a_browser(served, browser, images, tmp_path):
     wait(driver, lambda d: d.find_element("id", "progress").text.startswith("3 sent"),
          what="the folder's upload did not finish (or sent notes.txt)")
     assert not any("notes.txt" in s for s in cards(driver))
-    wait(driver, lambda d: all(cards(d)[s]["heatmap"] for s in [p.name for p in picked]
-                               + in_folder), what="a heatmap did not load")
+    def heatmaps_loaded(d) -> bool:  # lazy images load as they come into view: scroll on
+        d.execute_script("""const waiting = [...document.querySelectorAll('figure.panel img')]
+            .find(i => !(i.complete && i.naturalWidth > 0));
+            if (waiting) waiting.scrollIntoView()""")
+        return all(cards(d)[s]["heatmap"] for s in [p.name for p in picked] + in_folder)
+
+    wait(driver, heatmaps_loaded, what="a heatmap did not load")
     asked = {**{p.name: p for p in picked},
              **{s: folder / s.split("/", 1)[1] for s in in_folder}}  # card source: file
     cli = edge_classify(asked.values(), tmp_path)
