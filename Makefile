@@ -15,37 +15,57 @@ TFLITE_VENV := .venv-tflite
 AARCH64_MAX_STEPS ?= 24
 MODELS := hemalite/models
 
-.PHONY: demo test test-edge test-tflite-runtime aarch64-check tiny-models metadata-schema venv edge-venv model bench clean
+.PHONY: demo test test-edge test-tflite-runtime aarch64-check tiny-models metadata-schema venv edge-venv model bench clean browser serve-screenshot
 
-# The full environment: TensorFlow for train/convert, plotting for bench, pytest.
+# What the edge install is built from: the code, the bundled models and the page of
+# `hemalite serve` (its templates and static files are package data).
+EDGE_SOURCES := $(wildcard $(MODELS)/*) $(shell find hemalite edge benchmarks -name "*.py" -o -name "*.html" -o -name "*.css" -o -name "*.js")
+
+# The full environment: TensorFlow for train/convert, plotting for bench, the page
+# (`hemalite serve`), pytest.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e ".[train,bench,dev]"
+	$(VENV)/bin/pip install -q -e ".[train,bench,serve,dev]"
 	touch $@
 venv: $(VENV)/.installed
 
 # The edge install only (what a Raspberry Pi gets): no TensorFlow.
-$(EDGE_VENV)/.installed: setup.cfg pyproject.toml $(wildcard $(MODELS)/*) $(shell find hemalite edge benchmarks -name "*.py")
+$(EDGE_VENV)/.installed: setup.cfg pyproject.toml $(EDGE_SOURCES)
 	$(PYTHON) -m venv $(EDGE_VENV)
 	$(EDGE_VENV)/bin/pip install -q --upgrade pip
 	$(EDGE_VENV)/bin/pip install -q .
 	touch $@
 edge-venv: $(EDGE_VENV)/.installed
 
-# What the tests add to the edge install: pytest, and scikit-learn/matplotlib for edge-bench.
-# Still no TensorFlow: the tests that need it skip and say so.
+# What the tests add to the edge install: pytest, scikit-learn/matplotlib for edge-bench,
+# Flask for `hemalite serve` and Selenium for its browser test. Still no TensorFlow: the
+# tests that need it skip and say so.
 $(EDGE_VENV)/.tests: $(EDGE_VENV)/.installed
-	$(EDGE_VENV)/bin/pip install -q ".[bench,dev]"
+	$(EDGE_VENV)/bin/pip install -q ".[bench,serve,dev]"
 	touch $@
 
 # The tflite-runtime fallback: its 2.14 wheels are built against numpy 1.x, so it gets its
 # own environment with numpy<2 (LiteRT is installed beside it and compared with it).
-$(TFLITE_VENV)/.installed: setup.cfg pyproject.toml $(wildcard $(MODELS)/*) $(shell find hemalite edge benchmarks -name "*.py")
+$(TFLITE_VENV)/.installed: setup.cfg pyproject.toml $(EDGE_SOURCES)
 	$(PYTHON) -m venv $(TFLITE_VENV)
 	$(TFLITE_VENV)/bin/pip install -q --upgrade pip
-	$(TFLITE_VENV)/bin/pip install -q "numpy<2" "tflite-runtime==2.14.*" ".[bench,dev]"
+	$(TFLITE_VENV)/bin/pip install -q "numpy<2" "tflite-runtime==2.14.*" ".[bench,serve,dev]"
 	touch $@
+
+# Debian's chromium and chromedriver for tests/test_serve.py's browser test (as root, or
+# through sudo); nothing downloads a browser of its own. Installed once: later runs see them.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+# docs/serve.png: `hemalite serve` run for real on drawn smears (never the dataset's images),
+# photographed by headless Chromium (scripts/serve_screenshot.py).
+serve-screenshot: $(EDGE_VENV)/.tests browser
+	$(EDGE_VENV)/bin/python scripts/serve_screenshot.py docs/serve.png
 
 test: venv
 	$(VENV)/bin/python -m pytest -q

@@ -19,6 +19,8 @@ SUBCOMMANDS = {
     "report": ("hemalite.benchmarks.cli", "report_group", "Work with benchmark reports (merge)."),
     "sweep": ("hemalite.benchmarks.cli", "sweep_command",
               "Train, convert and benchmark configurations; compare them on one front."),
+    "serve": ("hemalite.edge.serve.cli", "serve_command",
+              "A page beside the microscope: live view, uploads, history, JSON API."),
 }
 
 
@@ -79,5 +81,5 @@ def main() -> None:
     """hemalite: acute lymphoblastic leukaemia smear screening, from training to a Raspberry Pi.
 
     Pipeline: train -> convert -> bench (and `study`, the int8 study); on the device,
-    `edge-classify` and `edge-bench`.
+    `edge-classify`, `edge-bench` and `hemalite serve` (a page, pip install '.[serve]').
     """

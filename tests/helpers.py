@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,28 @@ def cli_defaults_differing(command, config_cls, skip=()) -> dict:
             if p.name in fields and p.name not in skip and not getattr(p, "is_flag", False)
             and p.default != fields[p.name]
             and not (unset(p.default) and fields[p.name] in (None, ()))}
+
+
+# Debian's chromium and its chromedriver (`make browser`), for the page of `hemalite serve`.
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+NEEDS_CHROMIUM = ("needs Debian's chromium and chromium-driver (make browser, or apt-get "
+                  "install chromium chromium-driver)")
+# Without the background-networking flags Chromium reaches for Google's services at start.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--hide-scrollbars")
+
+
+def chromium(profile: Path, size: tuple[int, int] = (1280, 1000)):
+    """A headless Chromium driven by Selenium through Debian's chromedriver, with a fresh
+    profile folder. Both paths are given, so Selenium Manager never downloads anything."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                 f"--window-size={size[0]},{size[1]}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
