@@ -254,7 +254,7 @@ def adapt(base: Model, base_head: Head, by_zoom: dict[float, Outputs], site: Sit
     y = site.y[index]
     head = None
     if "head" in cfg.ingredients:
-        head = fit_head(out.embedding[index], y, base_head)
+        head = fit_head(out.embedding[index], y, base_head, PRIOR)
     check = base.domain
     if check is not None and "domain" in cfg.ingredients:
         check = recentre_domain(check, out.domain[index], y)

@@ -203,7 +203,7 @@ def _decode(path: str, spec: InputSpec, keep_rgb: bool = False):
     """(pixels, original rgb or None, error, seconds); the original only for heatmaps."""
     start = time.perf_counter()
     try:
-        rgb = load_image(path, None if keep_rgb else spec)
+        rgb = load_image(path, spec)  # the same decode with or without heatmaps
         pixels = preprocess(rgb, spec)
         return pixels, rgb if keep_rgb else None, None, time.perf_counter() - start
     except ImageError as err:

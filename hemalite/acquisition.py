@@ -20,7 +20,10 @@ model sees) with numpy and OpenCV:
                  defocus removes the Laplacian first.
   stain          `hue` (degrees): the leukocytes' mean colour's hue averaged with that of the
                  darkest tenth of the field (the nuclei, whatever their colour);
-                 `saturation` of the leukocytes' mean colour.
+                 `saturation` of the leukocytes' mean colour; `strength`: the stain score
+                 the mask thresholds (hemalite.cells) at its 99.5th percentile over the
+                 field's mean level: under a bluer stain (hue -30) it falls by 5 robust sds
+                 where the model's best guess falls to 42 %.
 
 The ranges are fitted by `hemalite convert` on training images only (fit: the median plus or
 minus a number of robust standard deviations per measure, WIDTHS) and travel in the
@@ -46,10 +49,10 @@ REASONS = (EXPOSURE, MAGNIFICATION, OUT_OF_FOCUS, STAIN)
 # range is relative to the medians, so a site calibration moves it by moving the medians.
 MEASURES = {"brightness": (EXPOSURE, "log"), "clipped": (EXPOSURE, "share"),
             "scale": (MAGNIFICATION, "log"), "focus": (OUT_OF_FOCUS, "log"),
-            "hue": (STAIN, "angle"), "saturation": (STAIN, "log")}
+            "hue": (STAIN, "angle"), "saturation": (STAIN, "log"), "strength": (STAIN, "log")}
 # Which side of a range is a fault: focus only when low (a sharper camera is no fault),
 # clipping only when high.
-SIDES = {"focus": "low", "clipped": "high"}
+SIDES = {"focus": "low", "clipped": "high", "strength": "low"}
 
 FIXES = {("brightness", "low"): "turn the lamp up (or lengthen the exposure)",
          ("brightness", "high"): "turn the lamp down (or shorten the exposure)",
@@ -64,7 +67,9 @@ FIXES = {("brightness", "low"): "turn the lamp up (or lengthen the exposure)",
          ("saturation", "low"): "stain is pale: check the staining time and the camera's "
                                 "saturation",
          ("saturation", "high"): "stain is stronger than in training: check the staining "
-                                 "time and the camera's saturation"}
+                                 "time and the camera's saturation",
+         ("strength", "low"): "the nuclei are not the purple the model knows: check the "
+                              "stain (Wright-Giemsa) and the camera's white balance"}
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -100,7 +105,9 @@ def measure(rgb: np.ndarray) -> dict:
 
     import cv2
 
-    ramp = cells.block_ramp(rgb)
+    means = cells.block_means(rgb)
+    score = cells.block_score(means)
+    ramp = cells.block_ramp(rgb, score)
     found = cells.find_cells(rgb, ramp=ramp)
     # the cores and the leukocytes with their rim, block by block (measures need no soft edge)
     size = rgb.shape[1::-1]
@@ -113,7 +120,9 @@ def measure(rgb: np.ndarray) -> dict:
            "red_cell_radius": red_cell_radius(rgb, leukocytes),
            "leukocyte_size": float(np.median([np.sqrt(c.area) for c in found]))
            if found else float("nan"),
-           "focus": float("nan"), "hue": float("nan"), "saturation": float("nan")}
+           "focus": float("nan"), "hue": float("nan"), "saturation": float("nan"),
+           # how purple the most purple blocks are, for the lamp: what the stain mask sees
+           "strength": float(np.percentile(score, 99.5) / max(float(means.mean()), 1.0))}
     dark = grey <= np.percentile(grey, 10)
     if np.count_nonzero(core) < cells.MIN_CELL_PIXELS:
         # No leukocyte in training's stain colour. Under another stain the mask finds none
@@ -222,8 +231,8 @@ class AcquisitionCheck:
 # standard deviations of training images (1.4826 x the median absolute deviation). Chosen on
 # the operating-point curves (benchmarks/reports/acquisition/): far enough that the model's
 # answer still holds there, near enough to catch what it does not survive.
-WIDTHS = {"brightness": 5.0, "clipped": 6.0, "scale": 3.0, "focus": 4.5, "hue": 4.0,
-          "saturation": 4.5}
+WIDTHS = {"brightness": 6.0, "clipped": 6.0, "scale": 3.0, "focus": 5.0, "hue": 4.0,
+          "saturation": 6.0, "strength": 4.5}
 
 
 def robust_sd(values: np.ndarray) -> float:
@@ -242,7 +251,7 @@ def fit(measures: list[dict], widths: dict | None = None) -> AcquisitionCheck:
         return v[np.isfinite(v)]
 
     medians = {n: float(np.median(column(n))) for n in
-               ("brightness", "clipped", "focus", "saturation", "red_cell_radius",
+               ("brightness", "clipped", "focus", "saturation", "strength", "red_cell_radius",
                 "leukocyte_size") if len(column(n))}
     hue = column("hue")
     if len(hue):

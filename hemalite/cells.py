@@ -68,10 +68,11 @@ def block_score(means: np.ndarray) -> np.ndarray:
     return (r + b) * 0.5 - g - np.maximum(r - b - RED_TEXT, 0.0)
 
 
-def block_ramp(rgb: np.ndarray) -> np.ndarray:
+def block_ramp(rgb: np.ndarray, score: np.ndarray | None = None) -> np.ndarray:
     """The stain ramp on blocks, in [0, 1], before the rim: the cells' cores
-    (H / BLOCK, W / BLOCK) float32."""
-    score = block_score(block_means(rgb))
+    (H / BLOCK, W / BLOCK) float32. Pass `score` when it is already computed
+    (block_score of the same image's block_means)."""
+    score = block_score(block_means(rgb)) if score is None else score
     threshold = max(FLOOR, RELATIVE * float(score.max())) if score.size else FLOOR
     return np.clip((score - threshold) * (1.0 / RAMP), 0.0, 1.0).astype(np.float32)
 

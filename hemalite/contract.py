@@ -93,8 +93,9 @@ def load_image(path: str | os.PathLike, spec: InputSpec | None = None) -> np.nda
         raise ImageError("empty file (0 bytes)")
     try:
         with Image.open(path) as image:
-            if spec is not None and image.format == "JPEG":
-                image.draft("RGB", spec.size)
+            if spec is not None and image.format == "JPEG":  # enough for the zoom's crop too
+                zoom = max(spec.zoom, 1.0)
+                image.draft("RGB", (round(spec.width * zoom), round(spec.height * zoom)))
             image.seek(0)  # animated images: the first frame
             image = ImageOps.exif_transpose(image)
             return np.asarray(to_rgb(image), dtype=np.uint8)

@@ -63,7 +63,7 @@ def test_measures_read_the_physics(smears):
 def test_the_site_medians_move_the_ranges(smears, check):
     """Ranges are relative to the medians: a check recentred on a dim site accepts the
     dim site's images and refers the original lamp as too bright."""
-    dim = [shifts.brightness(i, 0.6) for i in smears[1::4]]
+    dim = [shifts.brightness(i, 0.5) for i in smears[1::4]]
     moved = acquisition.from_dict({**check.to_dict(), "medians": {
         **check.medians, "brightness": float(np.median(
             [acquisition.measure(i)["brightness"] for i in dim]))}})

@@ -82,7 +82,10 @@ def main() -> None:
     parser.add_argument("--shifts", default="all", help="'all' or comma-separated indices "
                         "into hemalite.shifts.AUDIT_SHIFTS (-1: as is)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior", type=float, default=calibrate.PRIOR,
+                        help="the head's pull towards the trained weights (calibrate.PRIOR)")
     args = parser.parse_args()
+    calibrate.PRIOR = args.prior
     with open(args.manifest, newline="") as fh:
         rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
     sites = [None, *shifts.AUDIT_SHIFTS]
