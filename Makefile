@@ -14,6 +14,8 @@ TFLITE_VENV := .venv-tflite
 # allows 24 until that is explained. Pass 1 to be strict.
 AARCH64_MAX_STEPS ?= 24
 MODELS := hemalite/models
+# Another lab's photographs, out-of-domain material for the bench's domain section (if present)
+OTHER_LABS ?= $(if $(wildcard ../shared/data/other_labs/bccd/images),--other-lab ../shared/data/other_labs/bccd/images)
 
 .PHONY: demo test test-edge test-tflite-runtime aarch64-check tiny-models metadata-schema venv edge-venv model bench clean browser serve-screenshot
 
@@ -102,10 +104,10 @@ demo: edge-venv
 # The report goes to a folder named by the machine kind (x86_64-avx2, x86_64-amx_int8, ...).
 model: venv
 	$(VENV)/bin/hemalite train "$(DATA)" --out $(RUN) --weights "$(WEIGHTS)" --fine-tune-epochs 10 \
-		--work-size 288 --fine-tune-from block_2_expand
+		--image-size 288 --fine-tune-from block_2_expand
 	$(VENV)/bin/hemalite convert $(RUN) --all
 	$(VENV)/bin/hemalite bench $(RUN)/tflite/model_float32.tflite $(RUN)/tflite/model_int8.tflite \
-		--manifest $(RUN)/splits/test.csv --data-root "$(DATA)" \
+		--manifest $(RUN)/splits/test.csv --data-root "$(DATA)" $(OTHER_LABS) \
 		--out benchmarks/reports/$$($(VENV)/bin/python -c "from hemalite.benchmarks.measure \
 		import machine_info as m, machine_kind as k; print(k(m()))") --runs 100 --warmup 10
 	cp $(RUN)/tflite/model_int8.tflite $(MODELS)/hemalite_int8.tflite

@@ -394,8 +394,9 @@ def calibration_line(model) -> str | None:
 @click.option("--folds", type=click.IntRange(min=2), default=calibrate.CalibrateConfig.folds,
               show_default=True, help="Cross-validation folds.")
 @click.option("--zoom", type=click.FloatRange(min=0.2, max=5), default=None,
-              help="A known zoom instead of the search: training's objective over the site's "
-                   "(2 for a 50x objective against training's 100x)  [default: searched]")
+              help="A known zoom instead of the reading: training's objective over the site's "
+                   "(2 for a 50x objective against training's 100x)  [default: read off the "
+                   "site's red cells and leukocytes]")
 @click.option("--adapt", "ingredients", multiple=True, type=click.Choice(calibrate.INGREDIENTS),
               default=calibrate.CalibrateConfig.ingredients, show_default=True,
               help="What to adapt (repeat the option); fewer only to measure each one.")
@@ -407,9 +408,9 @@ def calibrate_command(site_dir, out, model_path, name, min_accuracy, folds, zoom
     """Adapt the model to a lab's microscope with its own labelled images, and validate it.
 
     SITE_DIR holds one sub-folder per label (Benign, Early, Pre, Pro) with the site's own
-    confirmed images (at least 10 per class). hemalite searches the zoom that undoes the
-    site's objective, refits the classifier's last layer (inside the .tflite), and moves
-    the domain and acquisition checks to the site; then it validates by k-fold
+    confirmed images (at least 10 per class). hemalite reads the zoom that undoes the
+    site's objective off its red cells and leukocytes, refits the classifier's last layer
+    (inside the .tflite), and moves the domain and acquisition checks to the site; then it validates by k-fold
     cross-validation, every fold scored by a model calibrated without it, through
     edge-classify's own decision. Writes OUT (one self-contained .tflite: `edge-classify
     --model OUT` needs no other flag) and OUT's calibration.md / calibration.json. When the

@@ -121,7 +121,7 @@ def test_a_shifted_real_site_improves_and_the_file_stands_alone(tmp_path):
     model = load_model(out)
     cal = model.info.extra["site_calibration"]
     assert cal["images_per_class"] == {"Benign": 10, "Early": 10, "Pre": 10, "Pro": 10}
-    assert {"zoom", "head", "domain", "acquisition"} == set(cal["adapted"])
+    assert set(calibrate.DEFAULT_INGREDIENTS) == set(cal["adapted"])
     assert model.info.spec.zoom > 1.1  # the objective undone: cells enlarged again
     assert model.info.outputs[0] == "probability"  # what MediaPipe reads first
     assert load_model(default_model_path()).info.spec.zoom == 1.0

@@ -29,6 +29,7 @@ from hemalite.edge.runtime import load_model
 
 ABLATION = {"none": (), "zoom": ("zoom",), "head": ("head",), "zoom+head": ("zoom", "head"),
             "zoom+head+domain": ("zoom", "head", "domain"),
+            "zoom+head+acquisition": calibrate.DEFAULT_INGREDIENTS,
             "all": calibrate.INGREDIENTS}
 
 
@@ -92,7 +93,7 @@ def main() -> None:
     if args.shifts != "all":
         sites = [None if int(i) < 0 else shifts.AUDIT_SHIFTS[int(i)]
                  for i in args.shifts.split(",")]
-    sets = ABLATION if args.ablation else {"none": (), "all": calibrate.INGREDIENTS}
+    sets = ABLATION if args.ablation else {"none": (), "default": calibrate.DEFAULT_INGREDIENTS}
     args.out.mkdir(parents=True, exist_ok=True)
     table = []
     for shift in sites:
