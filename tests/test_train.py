@@ -402,7 +402,7 @@ def test_baseline_cnn_trains_through_the_cli(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("setup, message", [
     ("missing", "dataset folder not found"), ("single", "single class"),
-    ("hollow", "has no images"), ("few", "class 'red' has 3 images: too few to split"
+    ("hollow", "has no images"), ("few", "class 'red' has 3 distinct images: too few to split"
                                          " into train and validation (at least 5")])
 def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, message):
     from tests.helpers import make_dataset
