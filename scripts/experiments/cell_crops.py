@@ -141,7 +141,7 @@ def train(args) -> None:
     """Train a windows model into args.out: the head on cached features, then fine-tuning."""
     import keras
 
-    from hemalite.train.fit import class_weights
+    from hemalite.train.datasets import class_weights
 
     keras.utils.set_random_seed(args.seed)  # initialisation too, not only the jitter
     split = load_run(args.split_from)
@@ -204,7 +204,7 @@ def fine_tune(model, backbone, train_images, val_crops, val_images, weights: dic
     import keras
 
     from hemalite.train import model as models
-    from hemalite.train.fit import augmenter
+    from hemalite.train.datasets import augmenter
 
     models.set_fine_tuning(backbone, "block_2_expand")
     model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy",
