@@ -6,6 +6,9 @@ RUN ?= runs/all4
 VENV := .venv
 EDGE_VENV := .venv-edge
 TFLITE_VENV := .venv-tflite
+# A venv made before hemalite moved to OpenCV's headless wheel: its opencv-python would share
+# the cv2 folder with the headless wheel, so it goes first (nothing when it is not there).
+DROP_QT_OPENCV = bin/pip uninstall -q -y opencv-python 2>/dev/null || true
 # aarch64-check: allowed probability difference from x86-64, in output steps
 # The cell-grounded models are not bit-exact on emulated ARM (same top-1 and REFER decisions;
 # the first model was): 15, 7 and now 21 steps for the session-2, -4 and bundled model, the
@@ -28,6 +31,7 @@ EDGE_SOURCES := $(wildcard $(MODELS)/*) $(shell find hemalite edge benchmarks -n
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/$(DROP_QT_OPENCV)
 	$(VENV)/bin/pip install -q -e ".[train,bench,serve,dev]"
 	touch $@
 venv: $(VENV)/.installed
@@ -36,6 +40,7 @@ venv: $(VENV)/.installed
 $(EDGE_VENV)/.installed: setup.cfg pyproject.toml $(EDGE_SOURCES)
 	$(PYTHON) -m venv $(EDGE_VENV)
 	$(EDGE_VENV)/bin/pip install -q --upgrade pip
+	$(EDGE_VENV)/$(DROP_QT_OPENCV)
 	$(EDGE_VENV)/bin/pip install -q .
 	touch $@
 edge-venv: $(EDGE_VENV)/.installed
@@ -52,6 +57,7 @@ $(EDGE_VENV)/.tests: $(EDGE_VENV)/.installed
 $(TFLITE_VENV)/.installed: setup.cfg pyproject.toml $(EDGE_SOURCES)
 	$(PYTHON) -m venv $(TFLITE_VENV)
 	$(TFLITE_VENV)/bin/pip install -q --upgrade pip
+	$(TFLITE_VENV)/$(DROP_QT_OPENCV)
 	$(TFLITE_VENV)/bin/pip install -q "numpy<2" "tflite-runtime==2.14.*" ".[bench,serve,dev]"
 	touch $@
 

@@ -337,7 +337,8 @@ def _run_files(model, summary, writer, inputs, top_k, checks, workers, strict, q
 def _run_frames(model, summary, writer, camera, picamera, video, top_k, checks,
                 headless, save_dir, every, max_frames, quiet=False):
     """The camera/video loop (hemalite.edge.live), with its lines and exit code."""
-    display = live.Display(window=not headless and sources.has_display(), save_dir=save_dir,
+    problem = None if headless else sources.window_problem()
+    display = live.Display(window=not headless and problem is None, save_dir=save_dir,
                            every=every, max_frames=max_frames)
     frames = live.classify_frames(
         model, live.open_frames(camera, picamera, video),
@@ -349,7 +350,7 @@ def _run_frames(model, summary, writer, camera, picamera, video, top_k, checks,
             index = frame.index
             writer.write(frame.result)
             if index == 1 and not headless and not display.window:
-                click.echo("no display can be opened: running headless", err=True)
+                click.echo(f"no display can be opened ({problem}): running headless", err=True)
             if frame.report and not quiet:
                 click.echo(frame.result.line() + f"\t{frame.fps:.1f} FPS")
     except sources.SourceError as err:

@@ -1,7 +1,9 @@
 """Where images come from: paths (files, folders, globs), cameras, video files.
 
 Every source yields RGB uint8: colour is fixed here, at the I/O boundary, once. This is the
-only module that imports OpenCV (and only when a camera or video is used).
+only module that imports OpenCV for I/O (and only when a camera or video is used). OpenCV is
+its headless wheel (no Qt, no GUI: 126 MB less than opencv-python's on x86-64), so the live
+window is Tkinter's, showing each frame through Pillow's ImageTk.
 """
 from __future__ import annotations
 
@@ -176,20 +178,29 @@ def picamera_frames(size: tuple[int, int] = (640, 480)) -> Iterator[np.ndarray]:
 
 
 def has_display() -> bool:
-    """True when a window can be shown: on Linux an X server that answers, or Wayland for
-    an OpenCV whose windows are not Qt (opencv-python's Qt has only the xcb plugin).
+    """True when the live window can be shown (window_problem() has nothing to say)."""
+    return window_problem() is None
 
-    A DISPLAY naming no running server made Qt abort the process (exit 134).
+
+def window_problem() -> str | None:
+    """Why no live window can be shown here, or None when it can.
+
+    The window is Tk's, which on Linux needs an X server that answers at DISPLAY (a
+    Wayland desktop such as Raspberry Pi OS's provides one, XWayland), and Python's tkinter
+    (Raspberry Pi OS with desktop has it; elsewhere the python3-tk package).
     """
-    if os.name != "posix" or os.uname().sysname == "Darwin":
-        return True
-    if x_server_answers(os.environ.get("DISPLAY", "")):
-        return True
-    wayland = os.environ.get("WAYLAND_DISPLAY", "")
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR", "")
-    if not wayland or not os.path.exists(os.path.join(runtime_dir, wayland)):
-        return False
-    return "QT" not in _gui_backend()
+    if os.name == "posix" and os.uname().sysname != "Darwin":
+        display = os.environ.get("DISPLAY", "")
+        if not display:
+            return "DISPLAY is not set"
+        if not x_server_answers(display):
+            return f"no X server answers at DISPLAY={display}"
+    try:
+        import tkinter  # noqa: F401
+        from PIL import ImageTk  # noqa: F401
+    except ImportError as err:
+        return f"the window needs tkinter ({err}; Debian and Raspberry Pi OS: python3-tk)"
+    return None
 
 
 def x_server_answers(display: str, timeout: float = 1.0) -> bool:
@@ -214,14 +225,6 @@ def x_server_answers(display: str, timeout: float = 1.0) -> bool:
             except OSError:
                 continue
     return False
-
-
-def _gui_backend() -> str:
-    """OpenCV's window backend as its build information names it (QT5, GTK3 ...)."""
-    for line in _cv2().getBuildInformation().splitlines():
-        if line.strip().startswith("GUI:"):
-            return line.split(":", 1)[1].strip().upper()
-    return ""
 
 
 def overlay(rgb: np.ndarray, text: str, fps: float) -> np.ndarray:
@@ -252,12 +255,56 @@ def save_frame(bgr: np.ndarray, path: str) -> None:
 
 
 def show(bgr: np.ndarray, title: str = "hemalite") -> bool:
-    """Show a frame; False when the user pressed q or Esc."""
-    cv2 = _cv2()
-    cv2.imshow(title, bgr)
-    return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+    """Show a frame (BGR, as overlay() draws it) in the live window, opened on the first
+    call; False once the user closed the window or pressed q or Esc."""
+    global _window
+    if _window is None:
+        _window = LiveWindow(title)
+    return _window.show(np.ascontiguousarray(bgr[:, :, ::-1]))
 
 
 def close_windows() -> None:
-    cv2 = _cv2()
-    cv2.destroyAllWindows()
+    """Close the live window, if one is open."""
+    global _window
+    if _window is not None:
+        _window.destroy()
+        _window = None
+
+
+class LiveWindow:
+    """One Tk window showing RGB frames: the frame as it is (no scaling), closed by its
+    close button, q or Esc. Tk runs in the caller's thread: show() draws the frame and
+    handles the events that came in since the last frame."""
+
+    def __init__(self, title: str = "hemalite"):
+        import tkinter
+
+        self.root = tkinter.Tk()
+        self.root.title(title)
+        self.label = tkinter.Label(self.root, borderwidth=0, highlightthickness=0)
+        self.label.pack()
+        self.is_open = True
+        self.photo = None  # Tk keeps no reference to the image it shows
+        self.root.protocol("WM_DELETE_WINDOW", self.close)
+        for key in ("<KeyPress-q>", "<KeyPress-Q>", "<Escape>"):
+            self.root.bind(key, lambda _event: self.close())
+
+    def show(self, rgb: np.ndarray) -> bool:
+        """Draw an RGB uint8 frame; False once the window was closed."""
+        from PIL import Image, ImageTk
+
+        if self.is_open:
+            self.photo = ImageTk.PhotoImage(Image.fromarray(rgb), master=self.root)
+            self.label.configure(image=self.photo)
+            self.root.update()
+        return self.is_open
+
+    def close(self) -> None:
+        self.is_open = False
+
+    def destroy(self) -> None:
+        self.is_open = False
+        self.root.destroy()
+
+
+_window: LiveWindow | None = None

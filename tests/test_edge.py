@@ -4,8 +4,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -267,11 +269,74 @@ def test_a_display_without_a_server_falls_back_to_headless(tiny_tflite, tmp_path
                           timeout=300, cwd=tmp_path)  # not the checkout: see test_importing...
     assert proc.returncode == 0, proc.stderr[-2000:]  # Qt aborted the process: exit 134
     assert "3 inputs: 3 classified" in proc.stdout
-    assert "running headless" in proc.stderr
+    assert f"no X server answers at DISPLAY=:{number}): running headless" in proc.stderr
     assert "XNNPACK" not in proc.stderr  # the runtime's start-up INFO line is held back
     monkeypatch.setenv("DISPLAY", f":{number}")
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert not sources.x_server_answers(f":{number}") and not sources.has_display()
+
+
+@pytest.fixture(scope="module")
+def x_display():
+    """A real X server (Xvfb) on a free display number for the live-window tests; they skip,
+    with the reason, where none can be started."""
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("no X server to draw the live window on (Debian: apt-get install xvfb)")
+    pytest.importorskip("tkinter", reason="the live window needs tkinter (python3-tk)")
+    number = next(n for n in range(87, 200) if not os.path.exists(f"/tmp/.X11-unix/X{n}")
+                  and not os.path.exists(f"/tmp/.X{n}-lock"))
+    server = subprocess.Popen([xvfb, f":{number}", "-screen", "0", "640x480x24", "-nolisten",
+                               "tcp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not sources.x_server_answers(f":{number}"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.skip(f"Xvfb :{number} did not start")
+            time.sleep(0.1)
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_the_live_window_shows_the_frame_in_its_colours_and_closes_on_q(x_display,
+                                                                        monkeypatch):
+    from PIL import ImageGrab, features
+
+    monkeypatch.setenv("DISPLAY", x_display)
+    assert sources.window_problem() is None and sources.has_display()
+    bgr = sources.overlay(np.zeros((120, 160, 3), np.uint8), "Early 0.99", 12.3)
+    bgr[60:, :80] = (0, 0, 255)  # what overlay() hands on: BGR, so this quarter is red
+    bgr[60:, 80:] = (255, 0, 0)  # and this one blue
+    try:
+        assert sources.show(bgr) and sources.show(bgr)
+        window = sources._window
+        assert (window.label.winfo_width(), window.label.winfo_height()) == (160, 120)
+        if features.check("xcb"):  # the X server's own pixels, as a person would see them
+            x, y = window.label.winfo_rootx(), window.label.winfo_rooty()
+            screen = np.asarray(ImageGrab.grab(xdisplay=x_display).convert("RGB"))
+            shown = screen[y:y + 120, x:x + 160]
+            assert (shown[90, 40] == (255, 0, 0)).all() and (shown[90, 120] == (0, 0, 255)).all()
+            assert (shown == bgr[:, :, ::-1]).mean() > 0.99  # the frame as it is, overlay too
+        window.root.focus_force()  # keys go to the focused window (no window manager here)
+        window.root.update()
+        window.root.event_generate("<KeyPress-q>")
+        assert not sources.show(bgr)  # q closes, as Esc and the close button do
+    finally:
+        sources.close_windows()
+    assert sources._window is None
+
+
+def test_the_camera_loop_runs_with_its_live_window(tiny_tflite, tmp_path, x_display):
+    video = write_video(tmp_path / "clip.avi", [(210, 40, 40)] * 4)
+    env = {**os.environ, "DISPLAY": x_display}
+    code = "import sys; from hemalite.edge.cli import classify_command; classify_command()"
+    proc = subprocess.run([sys.executable, "-c", code, "--video", str(video), "--model",
+                           str(tiny_tflite["int8"]), *NOT_SMEARS], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "4 inputs: 4 classified" in proc.stdout and "headless" not in proc.stderr
 
 
 def test_overlay_lines_sit_on_their_own_bands_on_small_frames():

@@ -265,11 +265,12 @@ def test_stain_jitter_reaches_the_training_images(monkeypatch):
 
 
 def test_stain_jitter_option_reaches_the_training_dataset(tiny_data, tmp_path, monkeypatch):
-    from hemalite.train import fit
+    from hemalite.train import datasets
 
     seen = []
-    real = fit.image_dataset
-    monkeypatch.setattr(fit, "image_dataset", lambda *a, **k: seen.append(k) or real(*a, **k))
+    real = datasets.image_dataset
+    monkeypatch.setattr(datasets, "image_dataset",
+                        lambda *a, **k: seen.append(k) or real(*a, **k))
     result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--epochs", "1",
                                                 "--stain-jitter", "0.4"))
     assert result.exit_code == 0, result.output
@@ -328,13 +329,13 @@ def test_consistency_pairs_are_two_jitters_of_one_image_side_by_side(monkeypatch
 @pytest.mark.slow
 def test_consistency_trains_through_the_cli_and_saves_a_plain_model(tiny_data, tmp_path,
                                                                     monkeypatch):
-    from hemalite.train import fit
+    from hemalite.train import datasets, phases
 
     seen = {"datasets": [], "losses": []}
-    real_dataset, real_loss = fit.image_dataset, fit.consistency_loss
-    monkeypatch.setattr(fit, "image_dataset",
+    real_dataset, real_loss = datasets.image_dataset, phases.consistency_loss
+    monkeypatch.setattr(datasets, "image_dataset",
                         lambda *a, **k: seen["datasets"].append(k) or real_dataset(*a, **k))
-    monkeypatch.setattr(fit, "consistency_loss",
+    monkeypatch.setattr(phases, "consistency_loss",
                         lambda *a: seen["losses"].append(a) or real_loss(*a))
     result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--epochs", "2",
                                                 "--consistency", "10"))
@@ -402,7 +403,7 @@ def test_baseline_cnn_trains_through_the_cli(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("setup, message", [
     ("missing", "dataset folder not found"), ("single", "single class"),
-    ("hollow", "has no images"), ("few", "class 'red' has 3 images: too few to split"
+    ("hollow", "has no images"), ("few", "class 'red' has 3 distinct images: too few to split"
                                          " into train and validation (at least 5")])
 def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, message):
     from tests.helpers import make_dataset

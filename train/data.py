@@ -104,6 +104,7 @@ def split_dataset(samples: list[Sample], fractions=(0.8, 0.1, 0.1),
 
     Duplicates are grouped by digest and a group is assigned as a whole, so no image can
     be trained on and tested on under another name. Returns (splits, duplicate_groups).
+    Each class's groups are placed by place_groups.
     """
     groups: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
@@ -116,17 +117,40 @@ def split_dataset(samples: list[Sample], fractions=(0.8, 0.1, 0.1),
     splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     for label in sorted(by_class):
         class_groups = by_class[label]
-        order = rng.permutation(len(class_groups))
-        total = sum(len(g) for g in class_groups)
-        targets = np.cumsum(fractions)[:-1] * total
-        count = 0
-        for i in order:
-            part = int(np.searchsorted(targets, count, side="right"))
-            splits[SPLITS[part]].extend(class_groups[i])
-            count += len(class_groups[i])
+        order = [class_groups[i] for i in rng.permutation(len(class_groups))]
+        for group, part in zip(order, place_groups([len(g) for g in order], fractions)):
+            splits[SPLITS[part]].extend(group)
     for name in SPLITS:
         splits[name].sort(key=lambda s: s.path)
     return splits, duplicate_groups
+
+
+def place_groups(sizes: list[int], fractions) -> list[int]:
+    """The split (0 train, 1 val, 2 test) of each of one class's groups, in shuffled order.
+
+    First by files: a group goes where the files before it put the running count, so the
+    shares hold in files. A group of duplicates can straddle a whole share (14 files, 10
+    distinct: a pair at files 11-12 covers validation's 11.2-12.6), leaving it empty; then,
+    and only then, the class is placed by distinct images instead: its groups of duplicates
+    first, each group counted once, so the last distinct images (single files where there
+    are enough) go to validation and test. Every class with smallest_class(fractions)
+    distinct images thus gets a validation image, and a class the first rule serves keeps
+    its placement (the bundled model's split, and a run being resumed, stay as they were).
+    """
+    def walk(counts) -> list[int]:
+        targets = np.cumsum(fractions)[:-1] * sum(counts)
+        starts = np.cumsum([0, *counts[:-1]])
+        return [int(np.searchsorted(targets, start, side="right")) for start in starts]
+
+    by_files = walk(sizes)
+    by_distinct = walk([1] * len(sizes))  # the parts a class of single files would get
+    if set(by_files) >= set(by_distinct):
+        return by_files
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i] == 1)  # stable: shuffled order
+    parts = [0] * len(sizes)
+    for i, part in zip(order, by_distinct):
+        parts[i] = part
+    return parts
 
 
 def smallest_class(fractions) -> int | None:
@@ -141,14 +165,18 @@ def smallest_class(fractions) -> int | None:
 
 
 def check_split(splits: dict[str, list[Sample]], labels, fractions) -> None:
-    """Refuse a split where a class has no training or no validation image, naming it."""
+    """Refuse a split where a class has no training or no validation image, naming it and
+    counting its distinct images (what smallest_class counts) beside its files."""
     for index, label in enumerate(labels):
         counts = {name: sum(s.label == index for s in part) for name, part in splits.items()}
         if counts["train"] and counts["val"]:
             continue
         need = smallest_class(fractions)
+        files = sum(counts.values())
+        distinct = len({s.digest for part in splits.values() for s in part if s.label == index})
+        have = f"{distinct} distinct images" + (f" ({files} files)" if files != distinct else "")
         raise DatasetError(
-            f"class '{label}' has {sum(counts.values())} images: too few to split into train "
+            f"class '{label}' has {have}: too few to split into train "
             f"and validation (" + (f"at least {need} distinct images per class with "
                                    f"--val-fraction {fractions[1]:g} --test-fraction "
                                    f"{fractions[2]:g})" if need else "--val-fraction is 0)"))

@@ -21,10 +21,9 @@ REPO=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$REPO/scripts/aarch64
 if [ "$(id -u)" = 0 ]; then CACHE=${AARCH64_CACHE:-/var/cache/hemalite-aarch64}
 else CACHE=${AARCH64_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hemalite-aarch64}; fi
-# Python, and what the wheels link from the system: libstdc++ (LiteRT), and for OpenCV
-# (opencv-python, imported by the stain mask) GL, GLib and X11 client libraries, which
-# Raspberry Pi OS with desktop has and Lite may not.
-PACKAGES="python3.11 python3.11-venv libstdc++6 libgl1 libglib2.0-0 libsm6 libice6 libx11-6 libxext6 libxcb1"
+# Python, and what the wheels link from the system: libstdc++ (LiteRT). OpenCV's headless
+# wheel (imported by the stain mask) needs no GL, GLib or X11 library (opencv-python did).
+PACKAGES="python3.11 python3.11-venv libstdc++6"
 CPUS="cortex-a72 cortex-a76 neoverse-n1"   # those cpuinfo.py knows; never qemu's `max`
 QEMU=/usr/bin/qemu-aarch64-static
 BUILD_CPU=cortex-a72   # the CPU pip runs on while building

@@ -9,7 +9,7 @@
 #     and probabilities within $AARCH64_MAX_STEPS (default 1) output steps of x86-64, or
 #     the check fails. tflite-runtime
 #     on the first CPU: labels identical (2.14's kernels round differently on x86-64 and ARM,
-#     a few steps; see the README's platform table).
+#     a few steps; see docs/platforms.md).
 #  4. edge-bench under emulation (4 images, 1 thread: it proves the command, not a speed):
 #     the report must say "emulated" (its timings are not a Pi's).
 #

@@ -1,4 +1,4 @@
-"""Leukocyte-centred crops (issue #10's untried candidate): one prediction per stained blob,
+r"""Leukocyte-centred crops (issue #10's untried candidate): one prediction per stained blob,
 combined per image. An experiment on the validation split, not part of hemalite.
 
     .venv/bin/python scripts/experiments/cell_crops.py runs/crops2 --split-from runs/cellsS \
@@ -27,6 +27,10 @@ starts the windows' backbone from a whole-image run's fine-tuned one (session 13
 `--epochs 0` trains the head only. The test split
 is never read. The windows are resized by the contract's one resize
 (hemalite.contract.preprocess; the ablation's runs C1-C4 trained on OpenCV's resize).
+
+In the notebook, benchmarks/reports/grounding_ablation.md: the Keras float rows of sessions
+12 and 13, C1-C9 alone and beside W (`--evaluate-only --with runs/cellsS`); their int8 rows
+come from crops_int8.py.
 """
 from __future__ import annotations
 
@@ -135,10 +139,10 @@ def build(weights: str, classes: int):
 
 
 def train(args) -> None:
+    """Train a windows model into args.out: the head on cached features, then fine-tuning."""
     import keras
 
-    from hemalite.train import model as models
-    from hemalite.train.fit import augmenter, class_weights
+    from hemalite.train.datasets import class_weights
 
     keras.utils.set_random_seed(args.seed)  # initialisation too, not only the jitter
     split = load_run(args.split_from)
@@ -158,29 +162,70 @@ def train(args) -> None:
     xc_va, yc_va, _ = crops_of(x_va, y_va, EVAL_CELLS)
     weights = class_weights(yc_tr, classes)
     print(f"crops: train {len(xc_tr)} from {len(x_tr)} images, val {len(xc_va)}", flush=True)
+    epochs = fit_head(model, backbone, head, (xc_tr, yc_tr), (xc_va, yc_va), weights)
+    probs, _, crop_acc = image_probs(model, x_va, y_va, classes)
+    print(f"head: {epochs} epochs, val crops {crop_acc:.3f}, images "
+          f"{right(probs, y_va).mean():.3f} ({time.time() - start:.0f} s)", flush=True)
+    fine_tune(model, backbone, (x_tr, y_tr), (xc_va, yc_va), (x_va, y_va), weights, args,
+              start)
+    model.save(out / "model.keras")
+    print(f"trained in {time.time() - start:.1f} s", flush=True)
+
+
+def recipe_callbacks() -> list:
+    """The bundled recipe's: cut the rate when validation loss stalls, stop after 5 epochs
+    without a better one and keep the best."""
+    import keras
+
+    return [keras.callbacks.ReduceLROnPlateau("val_loss", 0.3, 2, min_lr=1e-6),
+            keras.callbacks.EarlyStopping("val_loss", patience=5, restore_best_weights=True)]
+
+
+def fit_head(model, backbone, head, train_crops, val_crops, weights: dict) -> int:
+    """Phase 1: the head on the frozen backbone's features of the windows, computed once;
+    the number of epochs it ran."""
+    import keras
+
+    (xc_tr, yc_tr), (xc_va, yc_va) = train_crops, val_crops
     extractor = keras.Sequential([model.get_layer("scale"), backbone])
     f_tr = extractor.predict(xc_tr.astype(np.float32), batch_size=64, verbose=0)
     f_va = extractor.predict(xc_va.astype(np.float32), batch_size=64, verbose=0)
     head.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
                  metrics=["accuracy"])
     hist = head.fit(f_tr, yc_tr, validation_data=(f_va, yc_va), epochs=50, batch_size=32,
-                    class_weight=weights, verbose=0, callbacks=[
-                        keras.callbacks.ReduceLROnPlateau("val_loss", 0.3, 2, min_lr=1e-6),
-                        keras.callbacks.EarlyStopping("val_loss", patience=5,
-                                                      restore_best_weights=True)])
-    probs, _, crop_acc = image_probs(model, x_va, y_va, classes)
-    print(f"head: {len(hist.history['loss'])} epochs, val crops {crop_acc:.3f}, images "
-          f"{right(probs, y_va).mean():.3f} ({time.time() - start:.0f} s)", flush=True)
+                    class_weight=weights, verbose=0, callbacks=recipe_callbacks())
+    return len(hist.history["loss"])
+
+
+def fine_tune(model, backbone, train_images, val_crops, val_images, weights: dict, args,
+              start: float) -> None:
+    """Phase 2: the backbone from block_2_expand up at 1e-4, on windows cut afresh from
+    jittered training images every epoch; early stopping on the windows' validation loss,
+    the images' accuracy printed after each epoch."""
+    import keras
+
+    from hemalite.train import model as models
+    from hemalite.train.datasets import augmenter
 
     models.set_fine_tuning(backbone, "block_2_expand")
     model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    aug = augmenter(args.seed)
+    windows = jittered_windows(*train_images, weights, augmenter(args.seed), args.seed,
+                               args.hue_p)
+    xc_va, yc_va = val_crops
+    model.fit(windows, validation_data=(xc_va.astype(np.float32), yc_va), epochs=args.epochs,
+              verbose=0, callbacks=[image_accuracy(*val_images, len(weights), start),
+                                    *recipe_callbacks()])
+
+
+def jittered_windows(images, labels, weights: dict, augment, seed: int, hue_p: float):
+    """A keras PyDataset: every epoch each training image through a new random acquisition
+    (and, with hue_p, row E's extra hue draw), then cropped; batches of 32 windows through
+    the paper's augmentation, with the class weights as sample weights."""
+    import keras
 
     class Jittered(keras.utils.PyDataset):
-        """Every epoch: each training image through a new random acquisition, then cropped.
-
-        The jitter changes how many blobs are found, but Keras reads the number of steps
+        """The jitter changes how many blobs are found, but Keras reads the number of steps
         once: it stays the first draw's, and an epoch with fewer windows wraps around.
         (Before this, C1-C3 of the ablation ran with a length that changed: a shorter
         epoch ended early with Keras's "ran out of data", a longer one dropped its tail.)
@@ -188,18 +233,18 @@ def train(args) -> None:
 
         def __init__(self):
             super().__init__()
-            self.rng = np.random.default_rng(args.seed)
+            self.rng = np.random.default_rng(seed)
             self.on_epoch_end()
             self.steps = -(-len(self.x) // 32)
 
         def on_epoch_end(self):
-            jittered = np.stack([self.jitter(img) for img in x_tr])
-            self.x, self.y, _ = crops_of(jittered, y_tr, TRAIN_CELLS)
+            jittered = np.stack([self.jitter(img) for img in images])
+            self.x, self.y, _ = crops_of(jittered, labels, TRAIN_CELLS)
             self.order = self.rng.permutation(len(self.x))
 
         def jitter(self, img):
             out = shifts.random_acquisition(img, self.rng)
-            if args.hue_p and self.rng.random() < args.hue_p:  # row E's extra hue draw
+            if hue_p and self.rng.random() < hue_p:  # row E's extra hue draw
                 out = shifts.hue(out, self.rng.uniform(-HUE, HUE))
             return out
 
@@ -208,25 +253,24 @@ def train(args) -> None:
 
         def __getitem__(self, i):
             idx = self.order[np.arange(i * 32, (i + 1) * 32) % len(self.x)]
-            batch = aug(self.x[idx].astype(np.float32), training=True)
+            batch = augment(self.x[idx].astype(np.float32), training=True)
             w = np.array([weights[c] for c in self.y[idx]], np.float32)
             return np.clip(np.asarray(batch), 0, 255), self.y[idx], w
+    return Jittered()
+
+
+def image_accuracy(images, labels, classes: int, start: float):
+    """A callback: validation accuracy per image (its windows combined) after each epoch,
+    logged as val_image_accuracy and printed with the epoch's other numbers."""
+    import keras
 
     class ImageAccuracy(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            probs, _, _ = image_probs(self.model, x_va, y_va, classes)
-            logs["val_image_accuracy"] = float(right(probs, y_va).mean())
+            probs, _, _ = image_probs(self.model, images, labels, classes)
+            logs["val_image_accuracy"] = float(right(probs, labels).mean())
             print(f"epoch {epoch + 1}: {json.dumps({k: round(float(v), 4) for k, v in logs.items()})}"
                   f" ({time.time() - start:.0f} s)", flush=True)
-
-    model.fit(Jittered(), validation_data=(xc_va.astype(np.float32), yc_va),
-              epochs=args.epochs, verbose=0, callbacks=[
-                  ImageAccuracy(),
-                  keras.callbacks.ReduceLROnPlateau("val_loss", 0.3, 2, min_lr=1e-6),
-                  keras.callbacks.EarlyStopping("val_loss", patience=5,
-                                                restore_best_weights=True)])
-    model.save(out / "model.keras")
-    print(f"trained in {time.time() - start:.1f} s", flush=True)
+    return ImageAccuracy()
 
 
 def evaluate(out: Path, whole: str | None) -> None:
@@ -267,7 +311,8 @@ def evaluate(out: Path, whole: str | None) -> None:
 
 def main() -> None:
     global CROP, SIZE
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out")
     parser.add_argument("--split-from", default="runs/cellsS",
                         help="a run whose splits (and data folder) to use")

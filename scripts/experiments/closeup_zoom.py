@@ -13,6 +13,10 @@ lie within the magnifications training jitters over (hemalite.shifts.MAGNIFY). I
 test split's Benign images as out-of-domain material, as the bench does; nothing is tuned on
 it. `--crop 1.5` makes tighter crops, in which the blob fills two thirds of the frame (closer,
 we assume, to a single-cell camera's image). An experiment, not part of hemalite.
+
+In the notebook, benchmarks/reports/grounding_ablation.md: session 6, "What the close-ups
+measure" (the session-5 model); rerun for the bundled model in MODEL_CARD.md's paragraph on
+the close-ups.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from hemalite.train import data  # read_manifest, load_pixels: the one decode an
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="hemalite/models/hemalite_int8.tflite")
     parser.add_argument("--manifest", default="hemalite/models/test_split.csv")
     parser.add_argument("--data-root", default="../shared/data/all4")

@@ -1,10 +1,14 @@
-"""Invoke time of two or more .tflite files, alternating so that a VM's drifting speed hits
+r"""Invoke time of two or more .tflite files, alternating so that a VM's drifting speed hits
 them alike: one all4 image, per thread count three rounds of `hemalite bench`'s own
 measurement (benchmarks.measure.invoke_latency: 10 warm-up invokes, then the median of 100)
 per file. An experiment (grounding_ablation.md, session 13).
 
     .venv/bin/python scripts/experiments/compare_latency.py hemalite/models/hemalite_int8.tflite \
         runs/two_pass/model_int8.tflite
+
+In the notebook, benchmarks/reports/grounding_ablation.md: the last section (the 5 x 5 mean
+as two passes, session 13), the whole-model invoke times of the bundled files against the
+re-exported ones.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from hemalite.edge.runtime import load_model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+")
     parser.add_argument("--image", default=None,
                         help="default: the first image of ../shared/data/all4/Pre")

@@ -6,9 +6,14 @@ experiment, not part of hemalite; reads the training split (calibration) and the
 split only.
 
     .venv/bin/python scripts/experiments/crops_int8.py runs/crops4
+
+In the notebook, benchmarks/reports/grounding_ablation.md: session 12's int8 pair (C2 and C4
+beside the bundled file) and its cost bullet (one window's and one image's invoke time, the
+file size); session 13's int8 column (C5-C9).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,7 +31,11 @@ from hemalite.train import data  # noqa: E402
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="a cell_crops.py run folder (its model.keras, "
+                                    "geometry.json and split_from.txt)")
+    out = Path(parser.parse_args().run)
     geometry = json.loads((out / "geometry.json").read_text())
     cc.CROP, cc.SIZE = geometry["crop"], geometry["size"]
     split = load_run(Path(out / "split_from.txt").read_text().strip())

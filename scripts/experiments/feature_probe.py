@@ -1,11 +1,15 @@
 """How well frozen ImageNet MobileNetV2 features of the grounded images separate the classes
 at another backbone size: a logistic head on the training split, read on the validation
 split as is and under five audit shifts. Minutes instead of a fine-tuning run, to choose
-`hemalite train --work-size` (README: the grounded 224-px image resized inside the model).
+`hemalite train --work-size` (docs/pipeline.md: the grounded 224-px image resized inside the
+model).
 
     .venv/bin/python scripts/experiments/feature_probe.py 224 320
 
 An experiment, not part of hemalite; never reads the test split.
+
+In the notebook, benchmarks/reports/grounding_ablation.md: session 7, "Why": the logistic
+head on frozen features at 224, 288 and 320 px that led to `--work-size 288`.
 """
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ CASES = (None, ("brightness", 1.2), ("hue", -15.0), ("blur", 1.5), ("magnificati
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sizes", nargs="+", type=int)
     parser.add_argument("--data", default="../shared/data/all4")
     parser.add_argument("--weights", default="../shared/weights/"

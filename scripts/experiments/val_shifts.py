@@ -13,6 +13,12 @@ probabilities (one model file holding them all would cost their summed size and 
 (and outside its mean and worst): the stain balance (hemalite.shifts.stain) x0.75 and x1.33.
 --bundled adds a row for the bundled float32 .tflite (whose Keras run is not in the repo) on
 the first run's validation split. All are experiments, not part of hemalite.
+
+In the notebook, benchmarks/reports/grounding_ablation.md: every validation table from
+session 5 on. F against G ("What moves what"), --normalise-scale and --views 4 (session 5),
+H, I, G2, the averaged rows and --errors (session 6), R (7), S and T (8), U, V, G3 and R2
+with --stain --bundled (9), W, W2 and W3 (10), X and Y (11), and the control W + W2
+--ensemble (12).
 """
 from __future__ import annotations
 
@@ -70,7 +76,8 @@ class Bundled:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--views", type=int, default=1, choices=(1, 2, 4))
     parser.add_argument("--normalise-scale", action="store_true")

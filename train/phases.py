@@ -1,0 +1,152 @@
+"""The recipe's two phases, each resumable: the head on cached features of the frozen
+backbone, then the model end to end on augmented images (the single phase without
+pretrained weights), with fine-tuning's consistency loss.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hemalite.files import atomic_path, write_json
+from hemalite.train import datasets, multiworker
+from hemalite.train.callbacks import epoch_callbacks
+
+if TYPE_CHECKING:
+    from hemalite.train.fit import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def fit_head(cfg: TrainConfig, run: Path, model, head, pixels: dict, eval_batch: dict,
+             weights: dict, strategy) -> dict:
+    """Phase 1: the head on cached features of the frozen backbone; its history.
+
+    Checkpointed as a whole (head weights and history): a resumed run skips it."""
+    import keras
+
+    from hemalite.train.model import feature_extractor
+
+    head_path = run / "checkpoints" / "head.weights.h5"
+    head_history = run / "checkpoints" / "head_history.json"
+    if head_path.exists() and head_history.exists():
+        head.load_weights(head_path)
+        log.info("resuming: head weights from %s", head_path)
+        return json.loads(head_history.read_text())
+    verbose = 1 if cfg.progress else 0
+    extractor = feature_extractor(model)
+    feats = {s: extractor.predict(pixels[s][0].astype("float32"), batch_size=eval_batch[s],
+                                  verbose=verbose)
+             for s in ("train", "val")}
+    with strategy.scope():
+        head.compile(keras.optimizers.Adam(cfg.learning_rate),
+                     "sparse_categorical_crossentropy", metrics=["accuracy"])
+    hist = head.fit(feats["train"], pixels["train"][1],
+                    validation_data=(feats["val"], pixels["val"][1]), epochs=cfg.epochs,
+                    batch_size=cfg.batch_size, class_weight=weights,
+                    callbacks=epoch_callbacks(cfg, None), verbose=verbose)
+    history = history_of(hist)
+    with atomic_path(head_path) as tmp:
+        head.save_weights(tmp)
+    write_json(head_history, history)
+    return history
+
+
+
+def fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch: dict,
+                   weights: dict, strategy, epochs: int, lr: float, extra_callbacks) -> dict:
+    """Phase 2 (or the single phase): the whole model on augmented images, resumable after
+    an interruption (BackupAndRestore); its history, read from the per-epoch CSV log."""
+    import keras
+
+    (x_tr, y_tr), (x_va, y_va) = pixels["train"], pixels["val"]
+    aug = datasets.augmenter(cfg.randomness_seed) if cfg.augment else None
+    drop = multiworker.leaves_replica_empty(len(x_tr) % cfg.batch_size,
+                                            strategy.num_replicas_in_sync)
+    classes = len(weights)
+    pairs = (classes, weights) if cfg.consistency else None
+    train_ds = datasets.image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.randomness_seed,
+                             cfg.acquisition, drop_remainder=drop, stain_p=cfg.stain_jitter,
+                             pairs=pairs)
+    # An epoch is as many steps either way: with pairs, half as many distinct images.
+    steps = len(x_tr) // cfg.batch_size if drop else -(-len(x_tr) // cfg.batch_size)
+    if cfg.lr_schedule == "cosine":  # the optimizer counts steps, so a resumed run resumes it
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps, alpha=0.01)
+    with strategy.scope():
+        model.compile(keras.optimizers.Adam(lr, use_ema=cfg.ema > 0,
+                                            ema_momentum=cfg.ema or 0.99),
+                      consistency_loss(classes, cfg.consistency) if pairs
+                      else "sparse_categorical_crossentropy",
+                      metrics=[paired_accuracy(classes) if pairs else "accuracy"])
+    val_ds = datasets.image_dataset(x_va, y_va, eval_batch["val"], False, None, cfg.seed)
+    backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
+    if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
+        epoch_log.unlink()
+    epoch_log.parent.mkdir(parents=True, exist_ok=True)
+    # With --ema and no pretrained weights, BatchNorm trains and its statistics follow the
+    # raw weights, not the average.
+    callbacks = epoch_callbacks(cfg, backup, ema=cfg.ema > 0)
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+              class_weight=None if pairs else weights,  # pairs carry them as sample weights
+              steps_per_epoch=steps if pairs else None,
+              shuffle=False,  # the dataset shuffles itself
+              callbacks=[*callbacks,
+                         keras.callbacks.CSVLogger(str(epoch_log), append=True),
+                         *extra_callbacks], verbose=1 if cfg.progress else 0)
+    if pairs:  # save a model that loads without this module's loss
+        with strategy.scope():
+            model.compile(model.optimizer, "sparse_categorical_crossentropy",
+                          metrics=["accuracy"])
+    return read_epoch_log(epoch_log)
+
+
+def consistency_loss(num_classes: int, weight: float):
+    """A Keras loss: cross-entropy, plus for labels marked paired (label + num_classes: the
+    two jitters of one image in rows 2i and 2i + 1, image_dataset(pairs=...)) `weight` x
+    the Jensen-Shannon divergence between the two predictions, so a lamp, focus or objective
+    change that the jitter draws cannot move the answer (AugMix's consistency, Hendrycks et
+    al. 2020, with two views). Plain labels (validation) get the cross-entropy alone.
+    The class weights (sample weights) scale the whole of a row's loss, divergence included,
+    and the training loss Keras logs includes the divergence: compare it only between runs
+    with the same weight."""
+    import keras
+    from keras import ops
+
+    def loss(y_true, y_pred):
+        y = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        n = ops.shape(y_pred)[0]
+        rows = ops.arange(n)  # each row's partner: 2i <-> 2i + 1 (an odd batch's last: itself)
+        partner = ops.take(y_pred, ops.minimum(rows + 1 - 2 * (rows % 2), n - 1), axis=0)
+        p, q = ops.clip(y_pred, 1e-7, 1.0), ops.clip(partner, 1e-7, 1.0)
+        m = (p + q) / 2
+        divergence = 0.5 * ops.sum(p * ops.log(p / m) + q * ops.log(q / m), axis=-1)
+        paired = ops.cast(y >= num_classes, y_pred.dtype)
+        return (keras.losses.sparse_categorical_crossentropy(y % num_classes, y_pred)
+                + weight * paired * divergence)
+    return loss
+
+
+def paired_accuracy(num_classes: int):
+    """The accuracy metric for consistency_loss's labels (paired or not)."""
+    import keras
+    from keras import ops
+
+    def accuracy(y_true, y_pred):
+        y = ops.cast(ops.reshape(y_true, (-1,)), "int32") % num_classes
+        return ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, -1), "int32"), y), "float32")
+    return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
+
+
+def history_of(hist) -> dict:
+    """A Keras History as {metric: [per epoch]}, plain floats for JSON."""
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def read_epoch_log(path: Path) -> dict:
+    """The CSVLogger file as {metric: [per epoch]}: it survives an interruption."""
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
