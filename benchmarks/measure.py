@@ -187,8 +187,12 @@ def tflite_probabilities(path: str, x: np.ndarray, threads: int) -> np.ndarray:
 
 
 def keras_file_probabilities(path: str, x: np.ndarray) -> tuple[np.ndarray, int]:
-    """Probabilities and parameter count of a .keras model (needs TensorFlow)."""
+    """Probabilities and parameter count of a .keras model (needs TensorFlow). A run's model
+    holds hemalite's own layers (the stain mask, the resize): importing hemalite.train.model
+    registers them, the one arrow from benchmarks to train, taken only on this Keras path."""
     import keras
+
+    import hemalite.train.model  # noqa: F401  registers Ground and Resize for loading
 
     model = keras.models.load_model(path, compile=False)
     return model.predict(x.astype(np.float32), batch_size=32, verbose=0), model.count_params()
