@@ -124,4 +124,10 @@ def test_a_shifted_real_site_improves_and_the_file_stands_alone(tmp_path):
     assert set(calibrate.DEFAULT_INGREDIENTS) == set(cal["adapted"])
     assert model.info.spec.zoom > 1.1  # the objective undone: cells enlarged again
     assert model.info.outputs[0] == "probability"  # what MediaPipe reads first
+    with_head = tmp_path / "head.tflite"  # the head refit (an option) lives in the graph
+    result = run(tmp_path / "site", "--out", with_head, "--adapt", "head", "--folds", "2")
+    assert result.exit_code == 0, result.output
+    from hemalite.edge.head import read_head
+    assert not np.allclose(read_head(with_head.read_bytes()).weights,
+                           read_head(out.read_bytes()).weights)
     assert load_model(default_model_path()).info.spec.zoom == 1.0

@@ -27,9 +27,8 @@ from hemalite.contract import load_image
 from hemalite.edge import calibrate, classify
 from hemalite.edge.runtime import load_model
 
-ABLATION = {"none": (), "zoom": ("zoom",), "head": ("head",), "zoom+head": ("zoom", "head"),
-            "zoom+head+domain": ("zoom", "head", "domain"),
-            "zoom+head+acquisition": calibrate.DEFAULT_INGREDIENTS,
+ABLATION = {"none": (), "zoom": ("zoom",), "zoom+acquisition": ("zoom", "acquisition"),
+            "zoom+domain+acquisition": ("zoom", "domain", "acquisition"),
             "all": calibrate.INGREDIENTS}
 
 
