@@ -179,8 +179,12 @@ def merge_command(reports, out):
               default=SweepConfig.fine_tune_epochs, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=SweepConfig.runs,
               show_default=True, help="Timed invokes per latency figure.")
+@click.option("--retime", is_flag=True,
+              help="At the end, time every configuration again side by side (files "
+                   "alternating, three rounds): for a machine that trained while it timed.")
 @click.option("--verbose", is_flag=True)
-def sweep_command(data_dir, out, sizes, boundaries, weights, fine_tune_epochs, runs, verbose):
+def sweep_command(data_dir, out, sizes, boundaries, weights, fine_tune_epochs, runs, retime,
+                  verbose):
     """Train, convert, benchmark and audit each configuration, then compare them.
 
     Every size x --fine-tune-from combination is trained with the same recipe and split
@@ -195,5 +199,5 @@ def sweep_command(data_dir, out, sizes, boundaries, weights, fine_tune_epochs, r
     cfg = SweepConfig(data_dir=data_dir, out=out, sizes=tuple(sizes),
                       boundaries=tuple(boundaries), weights=weights,
                       fine_tune_epochs=fine_tune_epochs, runs=runs)
-    rows = run_sweep(cfg)
+    rows = run_sweep(cfg, retime)
     click.echo(f"{len(rows)} configurations; wrote {out}/sweep.md, sweep.json, sweep.png")

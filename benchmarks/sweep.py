@@ -130,7 +130,13 @@ def markdown(rows: list[dict], cfg: SweepConfig, machine: str) -> str:
              "", f"Every configuration: `hemalite train` with --fine-tune-epochs "
              f"{cfg.fine_tune_epochs} and the weights {cfg.weights}, then `hemalite convert` "
              "(float32, int8) and `hemalite bench`'s harness with its audit on the same "
-             f"split. Latency: median of {cfg.runs} invokes; {machine}. Accuracy of the "
+             f"split. Latency: median of {cfg.runs} invokes"
+             + (", each the median of three side-by-side rounds (`--retime`)"
+                if rows and rows[0].get("retimed") else
+                ", from each configuration's own bench (which may have shared the CPU with "
+                "the next configuration's training: `--retime` measures them side by side)")
+             + f"; images/s: decode, preprocess and invoke of 100 images, 2 threads; "
+             f"{machine.rstrip('.')}. Accuracy of the "
              "int8 model's best guess (a REFER counts by its best guess here). "
              "Front: no other configuration is as fast and at least as accurate as is, on "
              "the audit's mean and on its worst shift.", "",
@@ -173,8 +179,44 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run_sweep(cfg: SweepConfig) -> list[dict]:
-    """Every configuration in turn, then the summary files; returns the rows."""
+def retime(rows: list[dict], cfg: SweepConfig, rounds: int = 3) -> None:
+    """Re-measure every configuration's invoke latency side by side: the files alternate,
+    `rounds` times, and each figure is the median of its rounds (one configuration's bench
+    may have shared the CPU with the next one's training; these do not)."""
+    import csv
+
+    from hemalite.benchmarks.measure import end_to_end, invoke_latency
+    from hemalite.contract import load_image, preprocess
+    from hemalite.edge.runtime import load_model
+
+    first = Path(cfg.data_dir)
+    image = load_image(sorted(p for p in first.rglob("*") if p.suffix.lower() == ".jpg")[0])
+    with open(Path(cfg.out, rows[0]["name"], "splits", f"{cfg.split}.csv"), newline="") as fh:
+        files = [str(Path(cfg.data_dir, r["path"])) for r in csv.DictReader(fh)][:100]
+    times: dict = {}
+    for _ in range(rounds):
+        for row in rows:
+            path = str(Path(cfg.out, row["name"], "tflite", "model_int8.tflite"))
+            times.setdefault((row["name"], "e2e"), []).append(
+                end_to_end(path, files, 2)["images_per_s"])
+            for variant in ("int8", "float32"):
+                path = str(Path(cfg.out, row["name"], "tflite", f"model_{variant}.tflite"))
+                pixels = preprocess(image, load_model(path).info.spec)
+                for threads in (1, 2):
+                    times.setdefault((row["name"], variant, threads), []).append(
+                        invoke_latency(path, threads, cfg.runs, cfg.warmup, pixels)["p50_ms"])
+    for row in rows:
+        row["int8_ms_1t"] = float(np.median(times[(row["name"], "int8", 1)]))
+        row["int8_ms_2t"] = float(np.median(times[(row["name"], "int8", 2)]))
+        row["float32_ms_1t"] = float(np.median(times[(row["name"], "float32", 1)]))
+        row["int8_speedup_1t"] = row["float32_ms_1t"] / row["int8_ms_1t"]
+        row["images_per_s"] = float(np.median(times[(row["name"], "e2e")]))
+        row["retimed"] = True
+
+
+def run_sweep(cfg: SweepConfig, retime_all: bool = False) -> list[dict]:
+    """Every configuration in turn, then the summary files; returns the rows. With
+    `retime_all`, the latencies are measured again, side by side, at the end."""
     from hemalite.benchmarks.measure import machine_info
     from hemalite.benchmarks.report import machine_line
 
@@ -185,6 +227,10 @@ def run_sweep(cfg: SweepConfig) -> list[dict]:
     for name, train_cfg in configurations(cfg).items():
         log.info("configuration %s", name)
         rows.append(run_configuration(name, train_cfg, cfg))
+        write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "rows": rows,
+                                        "front": pareto(rows)})
+    if retime_all:
+        retime(rows, cfg)
         write_json(out / "sweep.json", {"config": dataclasses.asdict(cfg), "rows": rows,
                                         "front": pareto(rows)})
     write_text(out / "sweep.md", markdown(rows, cfg, machine_line(machine_info())))

@@ -109,7 +109,17 @@ class DomainCheck:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "DomainCheck":
-        return cls(**json.loads(data))
+        from dataclasses import fields
+
+        from hemalite.metadata import MetadataError
+
+        values = json.loads(data)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:  # e.g. 'ranges', the cell ranges the acquisition check replaced
+            raise MetadataError(f"{DOMAIN_FILE} has fields this hemalite does not know "
+                                f"({', '.join(sorted(unknown))}): the model was made by "
+                                "another version; convert it again (`hemalite convert`)")
+        return cls(**values)
 
 
 def synthetic_outliers(images: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
