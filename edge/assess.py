@@ -47,14 +47,15 @@ def read_cam(model: Model, classes: int) -> np.ndarray | None:
 
 
 def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
-           domain_check: bool = True) -> Assessment:
-    """Invoke once and decide whether the label can stand (see the module docstring)."""
+           domain_check: bool = True, measures: dict | None = None) -> Assessment:
+    """Invoke once and decide whether the label can stand (see the module docstring).
+    `measures`: hemalite.acquisition.measure(pixels) when the caller has already made it."""
     probs = model.predict(pixels)
     result = Assessment(probs, cam=read_cam(model, len(probs)))
     check = model.domain
     if check is None:
         return _floor(result, min_confidence)
-    result.measures = acquisition.measure(pixels)
+    result.measures = acquisition.measure(pixels) if measures is None else measures
     result.cells = result.measures["cells"]
     faults = check.acquisition_faults(result.measures) if domain_check else []
     if check.leukocytes and not result.cells:  # a result, not a guess ...

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from hemalite import acquisition
 from hemalite.contract import ImageError, InputSpec, load_image, preprocess
 from hemalite.errors import HemaliteError
 from hemalite.edge.assess import assess, heatmap_panel, visible_mask
@@ -162,15 +163,17 @@ class Summary:
 
 
 def classify(model: Model, pixels: np.ndarray, summary: Summary, k: int = 1,
-             checks: Checks = Checks(), source: str = "", rgb: np.ndarray | None = None
-             ) -> Result:
+             checks: Checks = Checks(), source: str = "", rgb: np.ndarray | None = None,
+             measures: dict | None = None) -> Result:
     """One preprocessed image -> a Result (label or REFER with its reason); invoke timed.
 
     With checks.heatmap_dir, the image (`rgb`, else the model-size pixels), its heatmap and
-    the leukocyte outline are written there side by side, named after `source`.
+    the leukocyte outline are written there side by side, named after `source`. `measures`:
+    the pixels' acquisition measures when already made (classify_paths makes them while
+    decoding), else assess makes them.
     """
     start = time.perf_counter()
-    a = assess(model, pixels, checks.min_confidence, checks.domain_check)
+    a = assess(model, pixels, checks.min_confidence, checks.domain_check, measures)
     summary.invoke_s += time.perf_counter() - start
     label, p, top = decide(a.probabilities, model.info.labels, k)
     result = Result(source, REFER if a.reason else label, p, top, reason=a.reason,
@@ -199,17 +202,21 @@ def save_heatmap(folder: str, source: str, rgb: np.ndarray, pixels: np.ndarray,
     return path
 
 
-def _decode(path: str, spec: InputSpec, keep_rgb: bool = False):
-    """(pixels, original rgb or None, error, seconds); the original only for heatmaps."""
+def _decode(path: str, spec: InputSpec, keep_rgb: bool = False, measure: bool = False):
+    """(pixels, original rgb or None, acquisition measures or None, error, seconds); the
+    original only for heatmaps, the measures (hemalite.acquisition, which need only the
+    pixels) for a model with a domain check: made here, in the decoding threads, they
+    overlap the previous image's invoke instead of following it."""
     start = time.perf_counter()
     try:
         rgb = load_image(path, spec)  # the same decode with or without heatmaps
         pixels = preprocess(rgb, spec)
-        return pixels, rgb if keep_rgb else None, None, time.perf_counter() - start
+        measures = acquisition.measure(pixels) if measure else None
+        return pixels, rgb if keep_rgb else None, measures, None, time.perf_counter() - start
     except ImageError as err:
-        return None, None, str(err), time.perf_counter() - start
+        return None, None, None, str(err), time.perf_counter() - start
     except OSError as err:  # permission denied and the like
-        return None, None, err.strerror or str(err), time.perf_counter() - start
+        return None, None, None, err.strerror or str(err), time.perf_counter() - start
 
 
 def classify_paths(model: Model, paths: Iterable[str | tuple[str, str | None]],
@@ -221,6 +228,7 @@ def classify_paths(model: Model, paths: Iterable[str | tuple[str, str | None]],
     root is where the ground truth is read from (see ground_truth).
     """
     labels, spec = model.info.labels, model.info.spec
+    measure = model.domain is not None
     window: collections.deque = collections.deque()
     paths = iter(paths)
     start = time.perf_counter()
@@ -232,17 +240,19 @@ def classify_paths(model: Model, paths: Iterable[str | tuple[str, str | None]],
                     return
                 path, root = item if isinstance(item, tuple) else (item, None)
                 window.append((path, root, pool.submit(_decode, path, spec,
-                                                       checks.heatmap_dir is not None)))
+                                                       checks.heatmap_dir is not None,
+                                                       measure)))
         refill()
         while window:
             path, root, future = window.popleft()
             refill()
-            pixels, rgb, error, decode_s = future.result()
+            pixels, rgb, measures, error, decode_s = future.result()
             summary.decode_s += decode_s
             if error:
                 result = Result(display_name(path), error=error)
             else:
-                result = classify(model, pixels, summary, k, checks, display_name(path), rgb)
+                result = classify(model, pixels, summary, k, checks, display_name(path), rgb,
+                                  measures)
             result.truth = ground_truth(path, labels, root)
             summary.add(result)
             summary.wall_s = time.perf_counter() - start

@@ -7,6 +7,7 @@ The pure parts (quantise, dequantise, top_k) take arrays and are testable withou
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from dataclasses import dataclass
@@ -114,9 +115,10 @@ class Model:
     def has_output(self, name: str) -> bool:
         return name in self.info.outputs
 
-    @property
+    @functools.cached_property
     def domain(self):
-        """The model's domain check (hemalite.domain.DomainCheck), or None if it has none."""
+        """The model's domain check (hemalite.domain.DomainCheck), or None if it has none;
+        read once (it was parsed again for every image)."""
         from hemalite.domain import DOMAIN_FILE, DomainCheck
 
         data = self.info.files.get(DOMAIN_FILE)
