@@ -3,12 +3,14 @@
 training images), each timed alone. LiteRT's Python API has no per-operator profiler, so the
 profile is by timed sub-graphs; a stage's cost is the difference between two prefixes.
 
-    .venv/bin/python scripts/experiments/profile_stages.py --work-size 288 --mask full \
-        --out benchmarks/reports/profile/stages_288_full.json
+    .venv/bin/python scripts/experiments/profile_stages.py --size 288 \
+        --out benchmarks/reports/profile/stages_288.json
 
-Weights are ImageNet's (the timing of a convolution does not depend on its values); the
-mask variants are those of hemalite.cells (`--mask`). Issue #33's profile
-(benchmarks/reports/profile/README.md) was made with this script.
+Weights are ImageNet's (the timing of a convolution does not depend on its values). Issue
+#33's profile (benchmarks/reports/profile/README.md) was made with this script: at commit
+78d5e81 for the earlier architecture (--work-size 288: a 224-px input, the full-resolution
+mask, a resize inside the model), after it for the bundled one (--size 288: a 288-px input,
+the mask on block means, no resize).
 """
 from __future__ import annotations
 
@@ -40,10 +42,11 @@ def stage_models(work_size: int, image_size: int = 224) -> dict:
     rng = np.random.default_rng(0)
     projection = (rng.normal(0, 0.05, (backbone.output_shape[-1], 64)).astype(np.float32),
                   np.zeros(64, np.float32))
-    stages = {"mask (Ground layer)": keras.Model(pixels, grounded),
-              "mask + resize": keras.Model(pixels, resized),
-              "mask + resize + backbone": keras.Model(pixels, pooled),
-              "whole model (probability, domain, cam)": export_model(model, projection)}
+    stages = {"mask (Ground layer)": keras.Model(pixels, grounded)}
+    if "resize" in layers:
+        stages["mask + resize"] = keras.Model(pixels, resized)
+    stages["mask (+ resize) + backbone"] = keras.Model(pixels, pooled)
+    stages["whole model (all outputs)"] = export_model(model, projection)
     raw = keras.Input((work_size, work_size, 3), name="image")
     stages["backbone alone (its own input size)"] = keras.Model(
         raw, backbone(layers["scale"](raw)))
@@ -80,19 +83,19 @@ def median_invoke_ms(flat: bytes, threads: int, runs: int = 100, warmup: int = 1
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work-size", type=int, default=288)
+    parser.add_argument("--size", type=int, default=288, help="the model's input side")
+    parser.add_argument("--work-size", type=int, default=None,
+                        help="the backbone's side, if a resize inside the model differs")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", default=None, help="write the table as JSON here too")
     args = parser.parse_args()
 
     from hemalite.convert.export import convert_variant, export_saved_model
 
-    calib = calibration(224)
+    work = args.work_size or args.size
     rows = []
-    for name, model in stage_models(args.work_size).items():
-        x = calib if model.input_shape[1] == 224 else np.stack(
-            [np.asarray(__import__("PIL.Image").Image.fromarray(i).resize(
-                (args.work_size, args.work_size))) for i in calib])
+    for name, model in stage_models(work, args.size).items():
+        x = calibration(model.input_shape[1])
         with tempfile.TemporaryDirectory() as tmp:
             export_saved_model(model, tmp)
             flats = {v: convert_variant(tmp, v, x) for v in ("float32", "int8")}
@@ -104,7 +107,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"work_size": args.work_size, "rows": rows},
+        Path(args.out).write_text(json.dumps({"size": args.size, "work_size": work, "rows": rows},
                                              indent=1))
 
 
