@@ -561,3 +561,65 @@ def test_the_page_in_a_browser(served, browser, images, tmp_path):
     assert driver.execute_script(
         "return document.documentElement.scrollWidth <= window.innerWidth")
     driver.set_window_size(1280, 1000)
+
+
+def test_the_case_view_in_a_browser(served, browser, tmp_path):
+    """A folder of case sub-folders, uploaded through the page with its box ticked: a card
+    per case saying what edge-classify --cases says, its fields linked to their cards."""
+    driver = browser
+    driver.set_window_size(1280, 1000)
+    driver.get(served.url + "/")
+    folder = case_folder(tmp_path / "ward-3")
+    rows, _ = edge_classify_cases(folder, tmp_path)
+    before = len(driver.find_elements("css selector", "#case-list li.case"))  # the API's
+    box = driver.find_element("id", "as-cases")
+    box.click()
+    assert box.is_selected()
+    driver.find_element("id", "folder").send_keys(str(folder))
+    driver.find_element("id", "classify").click()
+    wait(driver, lambda d: d.find_element("id", "case-progress").text ==
+         "2 cases of ward-3 called.", what="the cases were not called")
+    assert len(driver.find_elements("css selector", "#case-list li.case")) == before + 2
+    shown = driver.execute_script("""  // the newest upload's cases come first
+        return [...document.querySelectorAll('#case-list li.case')].slice(0, 2).map(li => ({
+            case: li.dataset.case, label: li.querySelector('.verdict').textContent,
+            probability: li.querySelector('.probability').textContent,
+            reason: (li.querySelector('.why') || {}).textContent || '',
+            read: li.querySelector('.fields-read').textContent,
+            accepted: li.querySelector('.fields-accepted').textContent,
+            per_class: li.querySelector('.per-class').textContent,
+            links: [...li.querySelectorAll('.fields a')].map(a => a.getAttribute('href'))}));""")
+    assert [c["case"] for c in shown] == [r["case"] for r in rows] == ["P-0143", "P-0144"]
+    for card, row in zip(shown, rows):
+        assert card["label"] == row["label"] and card["reason"] == row["reason"], card
+        assert card["probability"] == f"{row['probability']:.3f}"
+        assert (card["read"], card["accepted"]) == (str(row["fields"]), str(row["accepted"]))
+        assert card["per_class"] == ", ".join(f"{n} {row['accepted_' + n]}"
+                                              for n in ("Benign", "Early", "Pre", "Pro"))
+        assert len(card["links"]) == row["fields"]
+        for href in card["links"]:  # each field's link leads to its per-image card
+            assert driver.find_elements("css selector", f"#result-list li{href}")
+    assert shown[1]["label"] == "REFER" and shown[1]["reason"] == "discordant"
+
+    # keyboard: the box and the case cards' links are reached with Tab
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
+    reached = []
+    for _ in range(40):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        reached.append(driver.execute_script(
+            "const a = document.activeElement; return a.id || a.getAttribute('href')"))
+    assert "as-cases" in reached and any(str(r).startswith("#result-") for r in reached)
+    first_link = driver.find_element("css selector", "#case-list li.case .fields a")
+    first_link.send_keys(Keys.ENTER)
+    wait(driver, lambda d: d.execute_script("return location.hash") ==
+         first_link.get_attribute("href").split("/")[-1].lstrip("/"), timeout=10,
+         what="a field's link does not lead to its card")
+
+    # a phone's width: nothing wider than the screen, the case cards included
+    driver.set_window_size(390, 844)
+    assert driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+    driver.set_window_size(1280, 1000)
