@@ -9,6 +9,7 @@ into the call. Nothing here decides a field.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import html
 import json
 import os
@@ -62,6 +63,28 @@ def group_cases(inputs: list[tuple[str, str | None]], folders: list[str]) -> lis
             at = before[-1] + 1 if before else mine[0] if mine else len(ordered)
             ordered.insert(at, CaseGroup(folder, name))
     return ordered
+
+
+def case_rule(model, min_fields: int | None = None,
+              max_discordance: float | None = None) -> tuple[cases.CaseRule, str, str | None]:
+    """(the rule, how it was set, a note or None): the model's stored rule, overridden by the
+    numbers given (edge-classify's --case-min-fields / --case-max-discordance); a model
+    without one gets hemalite.cases.CaseRule's documented defaults, and the note says so.
+    Every face that calls cases (edge-classify --cases, hemalite serve) resolves it here."""
+    stored = cases.stored_rule(model.info.files)
+    base = stored or cases.CaseRule()
+    rule = dataclasses.replace(
+        base, min_fields=base.min_fields if min_fields is None else min_fields,
+        max_discordance=base.max_discordance if max_discordance is None else max_discordance)
+    flags = min_fields is not None or max_discordance is not None
+    note = None
+    if stored is None and (min_fields is None or max_discordance is None):
+        note = (f"note: {os.path.basename(model.path)} carries no case rule; using the "
+                f"defaults ({base.describe()}, docs/cases.md) where no --case-min-fields / "
+                "--case-max-discordance is given")
+    source = ("stored in the model" if stored else "defaults, the model stores none") + (
+        ", flags given" if flags else "")
+    return rule, f"{rule.describe()} ({source})", note
 
 
 def call_group(results: list[Result], labels, rule: cases.CaseRule) -> cases.CaseCall:

@@ -14,7 +14,7 @@ import click
 from hemalite import DISCLAIMER, __version__
 from hemalite.cli import Command, setup_logging
 from hemalite.contract import IMAGE_EXTENSIONS
-from hemalite.cases import NO_IMAGES, NO_READABLE_IMAGE, CaseRule, stored_rule
+from hemalite.cases import NO_IMAGES, NO_READABLE_IMAGE
 from hemalite.edge import calibrate, classify, live, runtime, sources
 from hemalite.edge import cases as edge_cases
 
@@ -219,21 +219,12 @@ def _case_folders(paths, streaming: bool, heatmap_dir, case_report) -> list[str]
 
 
 def _case_rule(model, min_fields: int | None, max_discordance: float | None):
-    """(the rule, how it was set): the model's stored rule, overridden by the flags given; a
-    model without one gets hemalite.cases.CaseRule's documented defaults, and a note."""
-    stored = stored_rule(model.info.files)
-    base = stored or CaseRule()
-    rule = dataclasses.replace(
-        base, min_fields=base.min_fields if min_fields is None else min_fields,
-        max_discordance=base.max_discordance if max_discordance is None else max_discordance)
-    flags = min_fields is not None or max_discordance is not None
-    if stored is None and (min_fields is None or max_discordance is None):
-        click.echo(f"note: {os.path.basename(model.path)} carries no case rule; using the "
-                   f"defaults ({base.describe()}, docs/cases.md) where no --case-min-fields / "
-                   "--case-max-discordance is given", err=True)
-    source = ("stored in the model" if stored else "defaults, the model stores none") + (
-        ", flags given" if flags else "")
-    return rule, f"{rule.describe()} ({source})"
+    """(the rule, how it was set), resolved by edge.cases.case_rule; its note, if any, on
+    stderr."""
+    rule, text, note = edge_cases.case_rule(model, min_fields, max_discordance)
+    if note:
+        click.echo(note, err=True)
+    return rule, text
 
 
 def _floor(model, value: str | float, verbose: bool) -> float:

@@ -27,8 +27,8 @@ from hemalite.edge.serve import session as serving
 from hemalite.edge.serve.cli import make_server
 from hemalite.edge.serve.session import ServeConfig
 from hemalite.metadata import ModelInfo
-from tests.helpers import (CHROMEDRIVER, CHROMIUM, NEEDS_CHROMIUM, SHARED, chromium,
-                           real_images)
+from tests.helpers import (CHROMEDRIVER, CHROMIUM, NEEDS_CHROMIUM, SHARED, SHARED_DATA,
+                           TINY_INT8, chromium, real_images)
 
 BCCD = SHARED / "data" / "other_labs" / "bccd" / "images"
 
@@ -47,12 +47,14 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
         connection.close()
 
 
-def multipart(*parts: tuple[str, str, bytes]) -> tuple[bytes, dict]:
-    """A multipart/form-data body of (field, file name, bytes) parts, and its header."""
+def multipart(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, dict]:
+    """A multipart/form-data body of (field, file name, bytes) parts (file name None: a
+    plain form field), and its header."""
     boundary = uuid.uuid4().hex
     body = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-        f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"'.encode()
+        + (f'; filename="{name}"\r\nContent-Type: application/octet-stream'.encode()
+           if name is not None else b"") + b"\r\n\r\n"
         + data + b"\r\n" for field, name, data in parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
@@ -229,6 +231,104 @@ def test_the_history_csv_has_edge_classify_columns_and_rows(served, images, tmp_
         got = next(r for r in rows if r["source"] == name)
         same = ("label", "probability", "top_k", "error", "reason", "detail", "truth")
         assert {k: got[k] for k in same} == {k: want[k] for k in same}
+
+
+# ----------------------------------------------------------------------------- cases
+# Two cases of real smears: one of Early fields only (one in a deeper folder), one mixing
+# Benign and Pro-B fields (a second disease in one patient cannot be: REFER discordant).
+CASE_LAYOUT = {"P-0143": ["Early/WBC-Malignant-Early-001.jpg", "Early/WBC-Malignant-Early-002.jpg",
+                          "Early/WBC-Malignant-Early-005.jpg@slide2"],
+               "P-0144": ["Benign/WBC-Benign-009.jpg", "Benign/WBC-Benign-010.jpg",
+                          "Pro/WBC-Malignant-Pro-001.jpg@slide2",
+                          "Pro/WBC-Malignant-Pro-002.jpg@slide2"]}
+
+
+def case_folder(root: Path) -> Path:
+    """root/<case>/[slide2/]<image>: copies of ../shared's images in a tmp folder (never in
+    the repository), and a file that is not an image (skipped by every face)."""
+    for case, images in CASE_LAYOUT.items():
+        for item in images:
+            name, _, sub = item.partition("@")
+            source = SHARED_DATA / name
+            if not source.is_file():
+                pytest.skip(f"{source} not present")
+            target = root / case / sub / Path(name).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    (root / "P-0143" / "notes.txt").write_text("not an image: skipped\n")
+    return root
+
+
+def edge_classify_cases(folder: Path, tmp_path: Path) -> tuple[list[dict], dict[str, dict]]:
+    """(edge-classify --cases --case-jsonl rows, its --jsonl line per image) for a folder."""
+    rows, lines = tmp_path / "cases.jsonl", tmp_path / "images.jsonl"
+    result = CliRunner().invoke(classify_command, [str(folder), "--cases", "--case-jsonl",
+                                                   str(rows), "--jsonl", str(lines), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return ([json.loads(x) for x in rows.read_text().splitlines()],
+            {Path(x["source"]).relative_to(folder).as_posix(): x
+             for x in map(json.loads, lines.read_text().splitlines())})
+
+
+def test_the_case_api_answers_as_edge_classify_case_jsonl(served, tmp_path):
+    folder = case_folder(tmp_path / "patients")
+    rows, lines = edge_classify_cases(folder, tmp_path)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())[::-1]  # any order will do
+    body, headers = multipart(("folder", None, b"patients"), *(
+        ("image", p.relative_to(folder).as_posix(), p.read_bytes()) for p in files))
+    status, _, answer = request(served.port, "POST", "/api/cases", body, headers)
+    assert status == 200, answer
+    answer = json.loads(answer)
+    assert answer["cases"] == [{**row, "folder": "patients"} for row in rows]
+    assert [Path(row["folder"]).name for row in rows] == ["patients", "patients"]
+    single, mixed = answer["cases"]
+    assert (single["case"], single["label"], single["accepted_Early"]) == ("P-0143", "Early", 3)
+    assert (mixed["case"], mixed["label"], mixed["reason"]) == ("P-0144", "REFER", "discordant")
+    assert mixed["accepted_Benign"] == 2 and mixed["accepted_Pro"] == 2
+    assert answer["rule"] == served.session.case_rule_text and answer["outside_cases"] == 0
+    # every field as edge-classify's --jsonl line says it, with its case
+    assert len(answer["images"]) == len(lines) == 7
+    for image in answer["images"]:
+        line = lines[image["source"].split("/", 1)[1]]
+        assert {k: image[k] for k in (*serving.API_FIELDS, "case", "error")} == \
+            {k: line[k] for k in (*serving.API_FIELDS, "case", "error")}
+
+
+def test_the_case_api_refuses_uploads_in_no_case_folder(served, images):
+    body, headers = multipart(("image", "loose.jpg", images[0].read_bytes()))
+    status, _, answer = request(served.port, "POST", "/api/cases", body, headers)
+    assert status == 400 and "case/" in json.loads(answer)["error"]
+
+
+def test_case_uploads_are_ordered_and_grouped_as_edge_classify_walks_a_folder(tmp_path):
+    from hemalite.edge import sources
+
+    names = ["P1/b.jpg", "P1/a/z.jpg", "P1/a/c.png", "P1/B/y.jpg", "P2/x.jpg", "top.jpg",
+             "P1/a/d/e.jpg"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    walked = [Path(p).relative_to(tmp_path).as_posix()
+              for p, _ in sources.find_images([str(tmp_path)])]
+    assert sorted(names, key=serving.walk_key) == walked
+    groups, loose = serving.group_uploads([(n, n) for n in names], seen={"P3"})
+    assert [name for name, _ in groups] == ["P1", "P2", "P3"] and loose == 1
+    assert groups[0][1] == [w for w in walked if w.startswith("P1/")] and groups[2][1] == []
+    assert serving.under_folder(["s/P1/a.jpg", "s/P2/notes.txt", "s/b.jpg", "t/c.jpg"], "s") \
+        == ([("P1/a.jpg", 0), ("b.jpg", 2)], {"P1", "P2"})
+
+
+def test_a_model_without_a_case_rule_gets_edge_classifys_defaults_and_note():
+    server = Served(ServeConfig(model=str(TINY_INT8), port=0))
+    try:
+        session = server.session
+        assert session.case_note.startswith("note: tiny_int8.tflite carries no case rule")
+        assert session.case_rule_text == \
+            "min fields 2, max discordance 0.70 (defaults, the model stores none)"
+        status, _, page = request(server.port, "GET", "/")
+        assert status == 200 and b"carries no case rule" in page
+    finally:
+        server.close()
 
 
 # ----------------------------------------------------------------------------- safe by default
@@ -457,6 +557,68 @@ def test_the_page_in_a_browser(served, browser, images, tmp_path):
     assert unlabelled == []
 
     # a phone's width: one column, nothing wider than the screen
+    driver.set_window_size(390, 844)
+    assert driver.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+    driver.set_window_size(1280, 1000)
+
+
+def test_the_case_view_in_a_browser(served, browser, tmp_path):
+    """A folder of case sub-folders, uploaded through the page with its box ticked: a card
+    per case saying what edge-classify --cases says, its fields linked to their cards."""
+    driver = browser
+    driver.set_window_size(1280, 1000)
+    driver.get(served.url + "/")
+    folder = case_folder(tmp_path / "ward-3")
+    rows, _ = edge_classify_cases(folder, tmp_path)
+    before = len(driver.find_elements("css selector", "#case-list li.case"))  # the API's
+    box = driver.find_element("id", "as-cases")
+    box.click()
+    assert box.is_selected()
+    driver.find_element("id", "folder").send_keys(str(folder))
+    driver.find_element("id", "classify").click()
+    wait(driver, lambda d: d.find_element("id", "case-progress").text ==
+         "2 cases of ward-3 called.", what="the cases were not called")
+    assert len(driver.find_elements("css selector", "#case-list li.case")) == before + 2
+    shown = driver.execute_script("""  // the newest upload's cases come first
+        return [...document.querySelectorAll('#case-list li.case')].slice(0, 2).map(li => ({
+            case: li.dataset.case, label: li.querySelector('.verdict').textContent,
+            probability: li.querySelector('.probability').textContent,
+            reason: (li.querySelector('.why') || {}).textContent || '',
+            read: li.querySelector('.fields-read').textContent,
+            accepted: li.querySelector('.fields-accepted').textContent,
+            per_class: li.querySelector('.per-class').textContent,
+            links: [...li.querySelectorAll('.fields a')].map(a => a.getAttribute('href'))}));""")
+    assert [c["case"] for c in shown] == [r["case"] for r in rows] == ["P-0143", "P-0144"]
+    for card, row in zip(shown, rows):
+        assert card["label"] == row["label"] and card["reason"] == row["reason"], card
+        assert card["probability"] == f"{row['probability']:.3f}"
+        assert (card["read"], card["accepted"]) == (str(row["fields"]), str(row["accepted"]))
+        assert card["per_class"] == ", ".join(f"{n} {row['accepted_' + n]}"
+                                              for n in ("Benign", "Early", "Pre", "Pro"))
+        assert len(card["links"]) == row["fields"]
+        for href in card["links"]:  # each field's link leads to its per-image card
+            assert driver.find_elements("css selector", f"#result-list li{href}")
+    assert shown[1]["label"] == "REFER" and shown[1]["reason"] == "discordant"
+
+    # keyboard: the box and the case cards' links are reached with Tab
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.execute_script("window.scrollTo(0, 0); document.activeElement.blur()")
+    reached = []
+    for _ in range(40):
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        reached.append(driver.execute_script(
+            "const a = document.activeElement; return a.id || a.getAttribute('href')"))
+    assert "as-cases" in reached and any(str(r).startswith("#result-") for r in reached)
+    first_link = driver.find_element("css selector", "#case-list li.case .fields a")
+    first_link.send_keys(Keys.ENTER)
+    wait(driver, lambda d: d.execute_script("return location.hash") ==
+         first_link.get_attribute("href").split("/")[-1].lstrip("/"), timeout=10,
+         what="a field's link does not lead to its card")
+
+    # a phone's width: nothing wider than the screen, the case cards included
     driver.set_window_size(390, 844)
     assert driver.execute_script(
         "return document.documentElement.scrollWidth <= window.innerWidth")

@@ -20,7 +20,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from hemalite import DISCLAIMER, __version__
 from hemalite.contract import IMAGE_EXTENSIONS
 from hemalite.edge.serve.session import (ServeError, Session, calibration_status,
-                                         dataset_citation, is_loopback, model_card)
+                                         case_folder, dataset_citation, is_loopback,
+                                         model_card, under_folder, upload_name)
 
 TOKEN_COOKIE = "hemalite_token"
 BOUNDARY = "frame"
@@ -110,7 +111,8 @@ def create_app(session: Session) -> Flask:
             calibration=calibration_status(session.model.info),
             citation=dataset_citation(session.model.info), disclaimer=DISCLAIMER,
             version=__version__, extensions=" ".join(IMAGE_EXTENSIONS),
-            summary=session.summary_text(), max_upload_mb=config.max_upload_mb)
+            summary=session.summary_text(), max_upload_mb=config.max_upload_mb,
+            cases=session.recent_cases())
 
     @app.post("/api/classify")
     def api_classify():
@@ -131,10 +133,55 @@ def create_app(session: Session) -> Flask:
         if not files:
             return one_line("no image chosen (the form field 'image' is empty)", 400)
         entries = [session.classify_upload(f.read(), f.filename) for f in files]
-        if request.args.get("fragment") != "1":
-            return redirect("/#results", 303)
+        if request.args.get("fragment") != "1":  # a whole form, without the page's script
+            names = [e.result.source for e in entries]
+            folder = next((n.split("/")[0] for n in names if "/" in n), "")
+            images, seen = under_folder(names, folder) if folder else ([], set())
+            seen = seen if request.form.get("cases") else set()  # the box: --cases
+            if seen:
+                session.call_cases([(rel, entries[i]) for rel, i in images], folder, seen)
+            return redirect("/#cases" if seen else "/#results", 303)
         html = render_template("_results.html", entries=entries)
         return html, 400 if any(e.result.error for e in entries) else 200
+
+    @app.post("/cases")
+    def call_cases():
+        """The page's case view: one call per case of a folder upload whose images were
+        classified one per request (entry numbers), from their results as they stand."""
+        try:
+            numbers = [int(n) for n in request.form.getlist("entry")]
+        except ValueError:
+            return one_line("entry numbers must be whole numbers", 400)
+        entries = [e for e in map(session.entry, numbers) if e is not None]
+        folder = case_folder(request.form.get("folder"))
+        images, seen = under_folder([e.result.source for e in entries], folder)
+        seen |= {upload_name(c, 0).split("/")[0] for c in request.form.getlist("case") if c}
+        batch, _ = session.call_cases([(rel, entries[i]) for rel, i in images], folder, seen)
+        if request.args.get("fragment") != "1":
+            return redirect("/#cases", 303)
+        return render_template("_cases.html", cases=batch)
+
+    @app.post("/api/cases")
+    def api_cases():
+        """A folder of cases in one request: every `image` file named case/…/file.jpg
+        (relative to the folder, whose name may come in the field `folder`); one call per
+        case, as edge-classify --cases --case-jsonl writes it."""
+        files = request.files.getlist("image")
+        folder = case_folder(request.form.get("folder"))
+        names = [upload_name(f.filename, i + 1) for i, f in enumerate(files)]
+        images, seen = under_folder(names, "")
+        if not seen:
+            return one_line("no case: send the images of a folder whose sub-folders are the "
+                            "cases, each in the field 'image' named case/…/file.jpg "
+                            f"(got {len(files)} files, none in a sub-folder)", 400)
+        fields = [(rel, session.classify_upload(
+            files[i].read(), f"{folder}/{rel}" if folder else rel, rooted=bool(folder)))
+            for rel, i in images]
+        batch, loose = session.call_cases(fields, folder, seen)
+        return jsonify(cases=[c.row for c in batch], rule=session.case_rule_text,
+                       note=session.case_note, outside_cases=loose,
+                       images=[{"source": e.result.source, "case": e.result.case,
+                                "error": e.result.error, **e.api} for _, e in fields])
 
     @app.get("/heatmap/<int:number>.jpg")
     def heatmap(number: int):
@@ -170,7 +217,8 @@ def create_app(session: Session) -> Flask:
                        min_confidence=session.checks.min_confidence,
                        domain_check=session.checks.domain_check and
                        session.model.domain is not None,
-                       top_k=config.top_k, card=model_card(session.model, session.checks),
+                       top_k=config.top_k, case_rule=session.case_rule_text,
+                       card=model_card(session.model, session.checks),
                        calibration=calibration_status(info),
                        site_calibration=info.extra.get("site_calibration"),
                        citation=dataset_citation(info), disclaimer=DISCLAIMER)

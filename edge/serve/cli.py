@@ -127,6 +127,8 @@ def serve_command(model, camera, picamera, video, host, port, token, top_k, min_
     click.echo(f"model {session.model.path} ({session.model.info.name}); runtime "
                f"{session.model.runtime} {session.model.runtime_version}; live: "
                f"{session.live.name if session.live else 'none (uploads only)'}")
+    if session.case_note:  # as edge-classify --cases says it: the page's case view uses it
+        click.echo(session.case_note, err=True)
     click.echo("nothing of an image is kept after this session" if not save_dir else
                f"saving uploads, heatmaps and results to {save_dir}")
     if token:

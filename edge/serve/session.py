@@ -6,6 +6,9 @@ decision for every face), and the history is written by edge-classify's `ResultW
 the page, its JSON API and the command line give the same answer and the same columns.
 Those functions take file paths; an upload is handed to them as a file that lives in RAM
 only (MemoryFile), so nothing of an image reaches a disk unless saving is switched on.
+A folder upload whose sub-folders are cases is called case by case by edge-classify
+--cases' own functions (edge/cases.py, hemalite/cases.py) on the uploads' results, with the
+rule edge-classify resolves: nothing is re-run, nothing decided here.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import dataclasses
 import io
 import ipaddress
 import os
+import posixpath
 import tempfile
 import threading
 import time
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hemalite.contract import ImageError, load_image, preprocess
+from hemalite.contract import ImageError, is_image_name, load_image, preprocess
+from hemalite.edge import cases as edge_cases
 from hemalite.edge import live, runtime, sources
 from hemalite.edge.assess import heatmap_panel, read_cam, visible_mask
 from hemalite.edge.classify import (REFER, Checks, ClassifyConfig, Result, ResultWriter,
@@ -146,11 +151,62 @@ def upload_name(name: str | None, number: int) -> str:
     return text[-200:] or f"upload {number}"
 
 
-def upload_truth(source: str, labels) -> str | None:
+def upload_truth(source: str, labels, rooted: bool = True) -> str | None:
     """The class folder of a folder upload, read as edge-classify reads a folder given to it
-    (the folder chosen is the root); None for a single file."""
+    (the folder chosen is the root); None for a single file. rooted=False: `source` is
+    relative to a folder that has no name (the case API without its `folder` field)."""
+    if not rooted:  # an absolute, made-up root: ground_truth never reads the disk or cwd
+        return ground_truth("/" + source, labels, "/")
     parts = source.split("/")
     return ground_truth(source, labels, parts[0]) if len(parts) > 1 else None
+
+
+def walk_key(relative: str) -> tuple:
+    """The order edge-classify finds a folder's images in (sources.find_images: a folder's
+    files by name, then its sub-folders by name, recursively), for a relative path."""
+    parts = relative.split("/")
+    return tuple((1, p) for p in parts[:-1]) + ((0, parts[-1]),)
+
+
+def group_uploads(fields: list[tuple[str, Entry]], seen=()) -> tuple[list, int]:
+    """([(case, [entry, ...])], images in no case) for uploads given with their paths
+    relative to the folder chosen: each immediate sub-folder is a case, its images at any
+    depth, in edge-classify's order (cases by name; a sub-folder in `seen` with no image is
+    a case with no field, as edge-classify gives an empty case folder)."""
+    groups: dict[str, list] = {name: [] for name in seen if name}
+    loose = 0
+    for relative, entry in fields:
+        parts = relative.split("/")
+        if len(parts) < 2:
+            loose += 1
+            continue
+        groups.setdefault(parts[0], []).append((walk_key(relative), entry))
+    return [(name, [e for _, e in sorted(groups[name], key=lambda m: m[0])])
+            for name in sorted(groups)], loose
+
+
+def under_folder(names: list[str], folder: str) -> tuple[list[tuple[str, int]], set[str]]:
+    """([(path relative to `folder`, index)] of the image names under it, the sub-folders
+    seen under it): what a folder upload's names say, as edge-classify searches a folder
+    (image extensions only; a sub-folder holding no image still is a case). `folder` ""
+    takes the names as relative already."""
+    prefix = folder + "/" if folder else ""
+    images, seen = [], set()
+    for index, name in enumerate(names):
+        if not name.startswith(prefix):
+            continue
+        relative = name[len(prefix):]
+        parts = relative.split("/")
+        if len(parts) > 1:
+            seen.add(parts[0])
+        if is_image_name(relative):
+            images.append((relative, index))
+    return images, seen
+
+
+def case_folder(name: str | None) -> str:
+    """The name of the folder a case upload came from (a name, never a path here)."""
+    return upload_name(name, 0) if name and name.strip(" ./\\") else ""
 
 
 def model_card(model: runtime.Model, checks: Checks) -> str:
@@ -209,6 +265,20 @@ class Entry:
         return {name: line[name] for name in API_FIELDS}
 
 
+@dataclass
+class CaseEntry:
+    """One case called in this session: edge-classify's --case-jsonl row, and its fields."""
+
+    number: int
+    row: dict
+    fields: list[Entry]
+
+    @property
+    def counts(self) -> list[tuple[str, int]]:
+        return [(k[len("accepted_"):], v) for k, v in self.row.items()
+                if k.startswith("accepted_")]
+
+
 class Session:
     """One server run: the model, the history (in memory, or saved when asked), the live feed.
 
@@ -227,12 +297,15 @@ class Session:
             results = os.path.join(config.save_dir, "results")
             self._saved = ResultWriter(results + ".csv", results + ".jsonl")
             write_config(self.classify_config(), results + ".csv")
+        # the case rule, resolved as edge-classify --cases resolves it (the same note)
+        self.case_rule, self.case_rule_text, self.case_note = edge_cases.case_rule(model)
         self._reset()
         self.live = LiveFeed(self, runtime.load_model(model.path, model.num_threads,
                                                       model.runtime)) if config.live else None
 
     def _reset(self) -> None:
         self.entries: list[Entry] = []
+        self.case_batches: list[list[CaseEntry]] = []
         self.summary = Summary(self.labels)
         self._csv, self._jsonl = MemoryFile(name="history.csv"), MemoryFile(name="history.jsonl")
         self._writer = ResultWriter(self._csv.path, self._jsonl.path)
@@ -245,9 +318,10 @@ class Session:
                               self.checks.domain_check, None, self.model.num_threads,
                               self.model.runtime)
 
-    def classify_upload(self, data: bytes, name: str | None) -> Entry:
+    def classify_upload(self, data: bytes, name: str | None, rooted: bool = True) -> Entry:
         """Decode and classify one uploaded image; a bad one is an entry with its error line,
-        as edge-classify gives a bad file (the caller answers 400)."""
+        as edge-classify gives a bad file (the caller answers 400). `rooted`: see
+        upload_truth."""
         with self._lock:
             number = len(self.entries) + 1
         source = upload_name(name, number)
@@ -255,7 +329,36 @@ class Session:
             pixels = preprocess(decode(data, self.model.info.spec), self.model.info.spec)
         except ImageError as err:
             return self._record(Result(source, error=str(err)), data=data)
-        return self._classify(pixels, source, upload_truth(source, self.labels), data=data)
+        return self._classify(pixels, source, upload_truth(source, self.labels, rooted),
+                              data=data)
+
+    def call_cases(self, fields: list[tuple[str, Entry]], folder: str,
+                   seen=()) -> tuple[list[CaseEntry], int]:
+        """(one call per case, images in no case) for classified uploads given with their
+        paths relative to the folder chosen (`folder`, its name): grouped as edge-classify
+        --cases groups a folder, called by its call_group from the fields' results as they
+        were decided (never re-run), each a --case-jsonl row (edge.cases.case_row)."""
+        groups, loose = group_uploads(fields, seen)
+        made = []
+        for name, entries in groups:
+            results = [e.result for e in entries]
+            for result in results:
+                result.case = name
+            call = edge_cases.call_group(results, self.labels, self.case_rule)
+            row = edge_cases.case_row(edge_cases.CaseGroup(folder, name), call, self.labels,
+                                      edge_cases.case_truth(results))
+            made.append((row, entries))
+        with self._lock:
+            first = sum(len(b) for b in self.case_batches) + 1
+            batch = [CaseEntry(first + i, row, entries) for i, (row, entries) in enumerate(made)]
+            if batch:
+                self.case_batches.append(batch)
+        return batch, loose
+
+    def recent_cases(self) -> list[CaseEntry]:
+        """The session's case calls, the newest upload's first (its cases in their order)."""
+        with self._lock:
+            return [c for batch in self.case_batches[::-1] for c in batch]
 
     def classify_frame(self, rgb: np.ndarray, source: str, time_s: float | None) -> Entry:
         """A live frame kept in the history: classified as an image, by the same path."""

@@ -75,19 +75,60 @@
   }
 
   // ---- uploads: every image of the inputs (a folder's only under the names edge-classify
-  // takes from a folder), one request each, in order; a card per image as it comes.
+  // takes from a folder), one request each, in order; a card per image as it comes. A folder
+  // whose sub-folders are cases then gets one call per case (POST /cases, made on the server
+  // by edge-classify --cases' functions from those images' results): no case logic here.
   const form = $("upload-form");
   const extensions = form.dataset.extensions.split(" ");
   const progress = $("progress");
+  const isImage = (name) => extensions.some((e) => name.toLowerCase().endsWith(e));
+  const caseList = $("case-list");
+  const caseProgress = $("case-progress");
+
+  function insertCard(text) {  // the server's card; its entry number for the case call
+    const template = document.createElement("template");
+    template.innerHTML = text;
+    const card = template.content.querySelector("li[data-number]");
+    list.prepend(template.content);
+    return card ? card.dataset.number : null;
+  }
+
+  async function callCases(folder, numbers, seen) {
+    caseProgress.textContent = `Calling ${seen.size} case${seen.size === 1 ? "" : "s"}…`;
+    const body = new FormData();
+    body.append("folder", folder);
+    numbers.forEach((n) => body.append("entry", n));
+    seen.forEach((c) => body.append("case", c));
+    try {
+      const response = await fetch(caseList.dataset.url + "?fragment=1", {method: "POST", body});
+      const text = await response.text();
+      if (response.ok) {
+        caseList.insertAdjacentHTML("afterbegin", text);
+        caseProgress.textContent = `${seen.size} case${seen.size === 1 ? "" : "s"} of ` +
+          `${folder} called.`;
+      } else {
+        caseProgress.textContent = "The cases could not be called: " + text.trim();
+      }
+    } catch (err) {
+      caseProgress.textContent = "The cases could not be called: the server did not answer.";
+    }
+  }
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const folder = [...$("folder").files].filter(
-      (f) => extensions.some((e) => f.name.toLowerCase().endsWith(e)));
-    const files = [...$("files").files, ...folder];
+    const chosen = [...$("folder").files];
+    const folderFiles = chosen.filter((f) => isImage(f.name));
+    const files = [...$("files").files, ...folderFiles];
     if (!files.length) {
       progress.textContent = "Choose images or a folder first.";
       return;
     }
+    // the folder chosen and its sub-folders (cases), from every file's path: a sub-folder
+    // holding no image is still a case, as edge-classify gives it
+    const folder = chosen.length ? chosen[0].webkitRelativePath.split("/")[0] : "";
+    const seen = new Set(chosen.map((f) => f.webkitRelativePath.split("/"))
+      .filter((parts) => parts.length > 2).map((parts) => parts[1]));
+    const numbers = [];
     const button = $("classify");
     button.disabled = true;
     let failed = 0;
@@ -100,7 +141,8 @@
         const response = await fetch(form.action + "?fragment=1", {method: "POST", body});
         const text = await response.text();
         if ((response.headers.get("Content-Type") || "").startsWith("text/html")) {
-          list.insertAdjacentHTML("afterbegin", text);
+          const number = insertCard(text);
+          if (number && file.webkitRelativePath) numbers.push(number);
           failed += response.ok ? 0 : 1;
         } else {
           errorCard(name, text);
@@ -113,6 +155,11 @@
     }
     progress.textContent = `${files.length} sent: ${files.length - failed} classified` +
       (failed ? `, ${failed} failed.` : ".");
+    if ($("as-cases").checked) {
+      if (seen.size) await callCases(folder, numbers, seen);
+      else caseProgress.textContent = folder ? `No sub-folder in ${folder}: no case to call.`
+                                             : "Choose a folder whose sub-folders are cases.";
+    }
     form.reset();
     button.disabled = false;
     refreshSummary();
