@@ -108,7 +108,7 @@ def test_converted_metadata_decodes_with_the_generated_reader(tiny_tflite):
         subgraph = root.SubgraphMetadata(0)
         outputs = [subgraph.OutputTensorMetadata(i)
                    for i in range(subgraph.OutputTensorMetadataLength())]
-        assert [o.Name() for o in outputs] == [b"probability", b"domain", b"cam"]
+        assert [o.Name() for o in outputs] == [b"probability", b"domain", b"cam", b"embedding"]
         labels = outputs[0].AssociatedFiles(0)
         assert (labels.Name(), labels.Type()) == (b"labels.txt",
                                                   schema.AssociatedFileType.TENSOR_AXIS_LABELS)
