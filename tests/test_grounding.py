@@ -120,7 +120,7 @@ def test_domain_check_is_fitted_on_training_data_and_travels_in_the_model(tiny_r
     for variant in ("float32", "int8"):
         model = runtime.load_model(tiny_tflite[variant])
         check = model.domain
-        assert model.info.outputs == ("probability", "domain", "cam")
+        assert model.info.outputs == ("probability", "domain", "cam", "embedding")
         np.testing.assert_allclose(check.means, means, atol=1e-4)  # train split, nothing else
         assert check.acceptance == ConvertConfig.domain_acceptance and check.threshold > 0
         assert set(check.outlier) == {"weights", "bias", "threshold"}
