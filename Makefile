@@ -53,12 +53,13 @@ $(EDGE_VENV)/.tests: $(EDGE_VENV)/.installed
 	touch $@
 
 # The tflite-runtime fallback: its 2.14 wheels are built against numpy 1.x, so it gets its
-# own environment with numpy<2 (LiteRT is installed beside it and compared with it).
+# own environment with numpy<2 (LiteRT is installed beside it and compared with it), and the
+# oldest Pillow hemalite allows: 9.4, Debian bookworm's, which the Pi install uses.
 $(TFLITE_VENV)/.installed: setup.cfg pyproject.toml $(EDGE_SOURCES)
 	$(PYTHON) -m venv $(TFLITE_VENV)
 	$(TFLITE_VENV)/bin/pip install -q --upgrade pip
 	$(TFLITE_VENV)/$(DROP_QT_OPENCV)
-	$(TFLITE_VENV)/bin/pip install -q "numpy<2" "tflite-runtime==2.14.*" ".[bench,serve,dev]"
+	$(TFLITE_VENV)/bin/pip install -q "numpy<2" "pillow==9.4.*" "tflite-runtime==2.14.*" ".[bench,serve,dev]"
 	touch $@
 
 # Debian's chromium and chromedriver for tests/test_serve.py's browser test (as root, or
