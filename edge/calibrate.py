@@ -128,7 +128,8 @@ def read_site(site_dir: str, labels: tuple[str, ...], min_per_class: int) -> Sit
                             "are needed per class")
     loose = [p.name for p in root.iterdir() if p.is_file() and is_image_name(p.name)]
     if loose:
-        problems.append(f"{site_dir}: {len(loose)} images outside the class folders "
+        many = "images" if len(loose) != 1 else "image"
+        problems.append(f"{site_dir}: {len(loose)} {many} outside the class folders "
                         f"(e.g. {loose[0]}): put each in its label's folder")
     present = {labels[i] for i in y}
     if not present and not problems:
@@ -183,10 +184,19 @@ def choose_zoom(views: Views, check: acquisition.AcquisitionCheck | None, y: np.
     acquisition check reads on the images `index` (red cells and leukocytes, no labels
     needed), rounded to 1 %; kept at 1 within ZOOM_TOLERANCE, and kept at 1 when the
     labels say the base model is less often right at it than at 1 (searching the zoom by
-    the labels alone overfitted 32 images: as is, it chose x0.55 and lost 7 points)."""
+    the labels alone overfitted 32 images: as is, it chose x0.55 and lost 7 points).
+    Only images whose exposure is within training's range are read, and none when fewer than
+    half are: a lamp too bright pales the red cells into the background and the stain out of
+    the leukocytes' cores, so both size cues shrink (a site under lamp x1.2 read zoom 1.44,
+    and the zoom cost it 8 points)."""
     if check is None:
         return 1.0
-    scales = np.array([check.scale(views.at(1.0).measures[i]) for i in index])
+    measures = views.at(1.0).measures
+    exposed = [i for i in index if not any(
+        reason == acquisition.EXPOSURE for _, reason, _ in check.faults(measures[i]))]
+    if 2 * len(exposed) < len(index):
+        return 1.0
+    scales = np.array([check.scale(measures[i]) for i in exposed])
     scales = scales[np.isfinite(scales)]
     if not len(scales):
         return 1.0
@@ -421,6 +431,7 @@ def calibrate(cfg: CalibrateConfig, model_path: str, num_threads: int | None = N
                                "model made by this version's `hemalite convert` can be "
                                "calibrated")
     site = read_site(cfg.site_dir, base.info.labels, cfg.min_per_class)
+    Path(cfg.out).absolute().parent.mkdir(parents=True, exist_ok=True)  # as --csv does
     base_bytes = Path(model_path).read_bytes()
     base_head = read_head(base_bytes)
     bar = progress_factory(cfg.folds + 3) if progress_factory else None  # zooms vary
@@ -508,6 +519,27 @@ def markdown(report: dict) -> str:
         lines += ["", f"Not adapted nor validated: {', '.join(cal['missing_classes'])} (no "
                   "images). The model keeps its trained answer for them, unmeasured here."]
     return "\n".join(lines) + "\n"
+
+
+def status_line(info) -> str | None:
+    """A model's site calibration in one line (None for an uncalibrated model): the name,
+    date, images, what was adapted and the cross-validation figures; a calibration that did
+    not validate says so (edge-classify prints it on every run, `hemalite serve` on its
+    page and at start)."""
+    cal = info.extra.get("site_calibration")
+    if not cal:
+        return None
+    cv = cal.get("cross_validation", {})
+    low = (cv.get("right_wilson95") or [None])[0]
+    figures = (f"{cv['right']:.1%} right in {cv.get('folds')}-fold cross-validation, 95 % lower "
+               f"bound {low:.1%}" if cv.get("right") is not None and low is not None else "")
+    images = sum(cal.get("images_per_class", {}).values())
+    head = (f"site calibration '{cal.get('name')}' ({cal.get('date', '?')[:10]}, {images} "
+            f"images; adapted: {', '.join(cal.get('adapted', []))}; {figures})")
+    if cal.get("validated"):
+        return f"model: {head}, validated"
+    return (f"warning: {head}: NOT VALIDATED at its bar of {cal.get('min_accuracy', 0):.0%}: "
+            "use its results only as the lab's validation procedure allows")
 
 
 def needed(bar: float) -> int:

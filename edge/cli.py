@@ -130,6 +130,9 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
     setup_logging(verbose)
     inputs, streaming = _inputs(paths, manifest, data_root, camera, picamera, video)
     cases = cases or bool(case_csv or case_jsonl or case_report)
+    if not cases and (case_min_fields is not None or case_max_discordance is not None):
+        raise click.UsageError("--case-min-fields and --case-max-discordance set the case "
+                               "rule: add --cases (and a folder of case sub-folders)")
     folders = _case_folders(paths, streaming, heatmap_dir, case_report) if cases else []
     model = runtime.load_model(model_path or runtime.default_model_path(), num_threads,
                                runtime_name)
@@ -354,22 +357,8 @@ def _run_frames(model, summary, writer, camera, picamera, video, top_k, checks,
 
 
 def calibration_line(model) -> str | None:
-    """The model's site calibration in one line (None for an uncalibrated model); a model
-    whose calibration did not validate says so on every run."""
-    cal = model.info.extra.get("site_calibration")
-    if not cal:
-        return None
-    cv = cal.get("cross_validation", {})
-    low = (cv.get("right_wilson95") or [None])[0]
-    figures = (f"{cv['right']:.1%} right in {cv.get('folds')}-fold cross-validation, 95 % lower "
-               f"bound {low:.1%}" if cv.get("right") is not None and low is not None else "")
-    images = sum(cal.get("images_per_class", {}).values())
-    head = (f"site calibration '{cal.get('name')}' ({cal.get('date', '?')[:10]}, {images} "
-            f"images; adapted: {', '.join(cal.get('adapted', []))}; {figures})")
-    if cal.get("validated"):
-        return f"model: {head}, validated"
-    return (f"warning: {head}: NOT VALIDATED at its bar of {cal.get('min_accuracy', 0):.0%}: "
-            "use its results only as the lab's validation procedure allows")
+    """The model's site calibration in one line (None for an uncalibrated model)."""
+    return calibrate.status_line(model.info)
 
 
 @click.command("edge-calibrate", cls=Command, epilog=DISCLAIMER)
@@ -391,7 +380,9 @@ def calibration_line(model) -> str | None:
                    "site's red cells and leukocytes]")
 @click.option("--adapt", "ingredients", multiple=True, type=click.Choice(calibrate.INGREDIENTS),
               default=calibrate.CalibrateConfig.ingredients, show_default=True,
-              help="What to adapt (repeat the option); fewer only to measure each one.")
+              help="What to adapt (repeat the option; the options given replace the "
+                   "defaults: add head with --adapt zoom --adapt domain --adapt acquisition "
+                   "--adapt head); fewer only to measure each one.")
 @click.option("--num-threads", type=click.IntRange(min=1), default=os.cpu_count() or 1,
               show_default=True, help="Interpreter threads.")
 @click.option("--verbose", is_flag=True)
@@ -401,8 +392,9 @@ def calibrate_command(site_dir, out, model_path, name, min_accuracy, folds, zoom
 
     SITE_DIR holds one sub-folder per label (Benign, Early, Pre, Pro) with the site's own
     confirmed images (at least 10 per class). hemalite reads the zoom that undoes the
-    site's objective off its red cells and leukocytes, refits the classifier's last layer
-    (inside the .tflite), and moves the domain and acquisition checks to the site; then it validates by k-fold
+    site's objective off its red cells and leukocytes and moves the domain and acquisition
+    checks to the site (with `--adapt head` among the --adapt options it also refits the
+    classifier's last layer inside the .tflite); then it validates by k-fold
     cross-validation, every fold scored by a model calibrated without it, through
     edge-classify's own decision. Writes OUT (one self-contained .tflite: `edge-classify
     --model OUT` needs no other flag) and OUT's calibration.md / calibration.json. When the

@@ -35,15 +35,29 @@ class _OneLine(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
+# The extra that brings a module the edge install lacks (setup.cfg's extras_require)
+EXTRAS = {"tensorflow": "train", "keras": "train", "sklearn": "bench", "matplotlib": "bench",
+          "skimage": "bench", "flask": "serve", "werkzeug": "serve"}
+
+
 class Command(click.Command):
     """Every hemalite command (`hemalite ...`, `edge-classify`, `edge-bench`): the one place
-    that turns a user error (HemaliteError) into one line and an exit code."""
+    that turns a user error (HemaliteError) into one line and an exit code, and a stage run
+    on an install without its extra (`hemalite train` on the edge install) into the line
+    that says what to install."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except HemaliteError as err:
             raise _OneLine(err) from err
+        except ModuleNotFoundError as err:
+            extra = EXTRAS.get((err.name or "").split(".")[0])
+            if extra is None:
+                raise
+            raise _OneLine(HemaliteError(
+                f"`{ctx.command_path}` needs {err.name}, which this install lacks: "
+                f"pip install \".[{extra}]\" (from the checkout)")) from err
 
 
 class Group(click.Group):

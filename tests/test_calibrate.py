@@ -131,3 +131,27 @@ def test_a_shifted_real_site_improves_and_the_file_stands_alone(tmp_path):
     assert not np.allclose(read_head(with_head.read_bytes()).weights,
                            read_head(out.read_bytes()).weights)
     assert load_model(default_model_path()).info.spec.zoom == 1.0
+
+
+@pytest.mark.slow
+def test_a_bright_lamp_is_not_read_as_another_objective(tmp_path):
+    """Real smears under a lamp x1.2 (12 per class): the red cells pale into the background
+    and both size cues shrink, so the scale reads about x0.6 of training's. The zoom is read
+    only on images whose exposure is in range: none here, so it stays 1 (it read 1.44 and lost
+    8 points before). The model goes to a folder that does not exist yet."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/all4 not present")
+    with open(REPO / "hemalite" / "models" / "test_split.csv", newline="") as fh:
+        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+    for label in ("Benign", "Early", "Pre", "Pro"):
+        (tmp_path / "site" / label).mkdir(parents=True)
+        for p in [p for p, lab in rows if lab == label][:12]:
+            rgb = np.asarray(Image.open(SHARED_DATA / p).convert("RGB"))
+            Image.fromarray(shifts.brightness(rgb, 1.2)).save(
+                tmp_path / "site" / label / (p.split("/")[-1] + ".png"))
+    out = tmp_path / "new" / "folder" / "lamp.tflite"
+    result = run(tmp_path / "site", "--out", out, "--folds", "3")
+    assert result.exit_code == 0, result.output
+    assert load_model(out).info.spec.zoom == 1.0
+    report = json.loads(out.with_suffix(".calibration.json").read_text())
+    assert report["fold_zooms"] == [1.0, 1.0, 1.0]

@@ -376,3 +376,11 @@ def test_cases_are_the_sub_folders_of_each_folder_given_in_the_search_order(tmp_
     assert [(g.name, len(g.inputs)) for g in groups] == [
         (None, 1), ("a", 0), ("b", 2), ("c", 0), ("d", 1), (None, 1)]
     assert [p for g in groups for p, _ in g.inputs] == [p for p, _ in inputs]  # same order
+
+
+def test_the_case_rule_flags_without_cases_are_refused_not_ignored(tmp_path):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(image)
+    result = CliRunner().invoke(classify_command, ["--model", str(TINY_INT8), str(image),
+                                                   "--case-min-fields", "3"])
+    assert result.exit_code == 2 and "add --cases" in result.output

@@ -52,3 +52,27 @@ print(json.dumps({{"file": hemalite.__file__, "model": path,
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["file"].startswith(str(target)) and out["model"].startswith(str(target))
     assert out["label"] == truth and "uint8" in out["dtype"]
+
+
+def test_a_stage_without_its_extra_says_what_to_install():
+    """`hemalite train` on the edge install: one line naming the extra, no traceback."""
+    import click
+    from click.testing import CliRunner
+
+    from hemalite.cli import Command
+
+    @click.command("train", cls=Command)
+    def needs_keras():
+        raise ModuleNotFoundError("No module named 'keras'", name="keras")
+
+    result = CliRunner().invoke(needs_keras, [])
+    assert result.exit_code == 2
+    assert result.output.strip() == ('error: `train` needs keras, which this install lacks: '
+                                     'pip install ".[train]" (from the checkout)')
+
+    @click.command("other", cls=Command)
+    def needs_something_else():
+        raise ModuleNotFoundError("No module named 'nowhere'", name="nowhere")
+
+    assert isinstance(CliRunner().invoke(needs_something_else, []).exception,
+                      ModuleNotFoundError)  # not ours to explain: the traceback stays

@@ -416,10 +416,17 @@ def test_upload_names_are_names_never_paths():
 def test_calibration_status_reads_the_models_site_calibration():
     plain = ModelInfo(labels=("a", "b"), spec=None)
     assert serving.calibration_status(plain) == "not calibrated to a site"
-    site = ModelInfo(labels=("a", "b"), spec=None, extra={"site_calibration": {
-        "name": "Lab 3, Zeiss 100x", "validated": "2027-01-12, 412 images, 98.1 %"}})
+    cal = {"name": "Lab 3, Zeiss 100x", "date": "2027-01-12T10:00:00", "validated": True,
+           "min_accuracy": 0.97, "images_per_class": {"a": 206, "b": 206},
+           "adapted": ["zoom", "domain"],
+           "cross_validation": {"folds": 5, "right": 0.991, "right_wilson95": [0.976, 0.997]}}
+    site = ModelInfo(labels=("a", "b"), spec=None, extra={"site_calibration": cal})
     assert serving.calibration_status(site) == (
-        "calibrated to site Lab 3, Zeiss 100x · validated: 2027-01-12, 412 images, 98.1 %")
+        "model: site calibration 'Lab 3, Zeiss 100x' (2027-01-12, 412 images; adapted: zoom, "
+        "domain; 99.1% right in 5-fold cross-validation, 95 % lower bound 97.6%), validated")
+    failed = ModelInfo(labels=("a", "b"), spec=None,
+                       extra={"site_calibration": {**cal, "validated": False}})
+    assert "NOT VALIDATED at its bar of 97%" in serving.calibration_status(failed)
 
 
 def test_a_memory_file_has_a_path_and_is_gone_when_closed():

@@ -14,7 +14,7 @@ import click
 
 from hemalite import DISCLAIMER
 from hemalite.cli import Command, setup_logging
-from hemalite.edge import classify, runtime
+from hemalite.edge import calibrate, classify, runtime
 from hemalite.edge.cli import Confidence, _floor as resolve_floor  # edge-classify's own rule
 from hemalite.edge.serve.session import ServeConfig, ServeError, Session, is_loopback
 
@@ -127,6 +127,9 @@ def serve_command(model, camera, picamera, video, host, port, token, top_k, min_
     click.echo(f"model {session.model.path} ({session.model.info.name}); runtime "
                f"{session.model.runtime} {session.model.runtime_version}; live: "
                f"{session.live.name if session.live else 'none (uploads only)'}")
+    site = calibrate.status_line(session.model.info)  # as edge-classify prints it
+    if site:
+        click.echo(site, err=site.startswith("warning"))
     if session.case_note:  # as edge-classify --cases says it: the page's case view uses it
         click.echo(session.case_note, err=True)
     click.echo("nothing of an image is kept after this session" if not save_dir else

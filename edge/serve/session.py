@@ -220,12 +220,12 @@ def model_card(model: runtime.Model, checks: Checks) -> str:
 
 
 def calibration_status(info) -> str:
-    """A site-calibrated model's line (its metadata's site_calibration: name, validated)."""
+    """A site-calibrated model's line, as edge-classify prints it (edge-calibrate's
+    status_line: name, figures, validated or NOT VALIDATED)."""
+    from hemalite.edge.calibrate import status_line
+
     site = info.extra.get("site_calibration")
-    if not isinstance(site, dict):
-        return "not calibrated to a site"
-    return (f"calibrated to site {site.get('name', '(unnamed)')} · "
-            f"validated: {site.get('validated', 'not recorded')}")
+    return status_line(info) if isinstance(site, dict) and site else "not calibrated to a site"
 
 
 def dataset_citation(info) -> str:
