@@ -331,6 +331,14 @@ def test_a_model_without_a_case_rule_gets_edge_classifys_defaults_and_note():
         assert status == 200 and b"carries no case rule" in page
     finally:
         server.close()
+    server = Served(ServeConfig(model=str(TINY_INT8), port=0, case_min_fields=3,
+                                case_max_discordance=0.5))  # as edge-classify's flags
+    try:
+        assert server.session.case_rule_text == \
+            "min fields 3, max discordance 0.50 (defaults, the model stores none, flags given)"
+        assert server.session.case_note is None
+    finally:
+        server.close()
 
 
 # ----------------------------------------------------------------------------- safe by default

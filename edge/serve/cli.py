@@ -95,9 +95,17 @@ def make_server(config: ServeConfig, verbose: bool = False):
               help="Keep every upload, its heatmap panel and results.csv / results.jsonl "
                    "here. Without it nothing of an image outlives the session: uploads are "
                    "held in memory only.")
+@click.option("--case-min-fields", type=click.IntRange(min=1), default=D.case_min_fields,
+              help="The case view's rule, as edge-classify's: accepted fields a case call "
+                   "needs  [default: the rule stored in the model]")
+@click.option("--case-max-discordance", type=click.FloatRange(min=0.0),
+              default=D.case_max_discordance,
+              help="The case view's rule, as edge-classify's: discordance above which a case "
+                   "is REFER  [default: the rule stored in the model]")
 @click.option("--verbose", is_flag=True, help="Log every request and the floor 'auto' resolves to.")
 def serve_command(model, camera, picamera, video, host, port, token, top_k, min_confidence,
-                  domain_check, num_threads, runtime_name, max_upload_mb, save_dir, verbose):
+                  domain_check, num_threads, runtime_name, max_upload_mb, save_dir,
+                  case_min_fields, case_max_discordance, verbose):
     """A page beside the microscope: the live camera with its label or REFER, uploads of
     images or folders with a label, heatmap and reason each, the session's history as CSV,
     and a JSON API (POST /api/classify) that answers as edge-classify does.
@@ -119,7 +127,9 @@ def serve_command(model, camera, picamera, video, host, port, token, top_k, min_
                          port=port, token=token, top_k=top_k,
                          min_confidence=str(min_confidence), domain_check=domain_check,
                          num_threads=num_threads, runtime=runtime_name,
-                         max_upload_mb=max_upload_mb, save_dir=save_dir)
+                         max_upload_mb=max_upload_mb, save_dir=save_dir,
+                         case_min_fields=case_min_fields,
+                         case_max_discordance=case_max_discordance)
     server, session = make_server(config, verbose)
     actual = server.server_port
     shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host

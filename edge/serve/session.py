@@ -60,6 +60,9 @@ class ServeConfig:
     max_upload_mb  largest request accepted, in megabytes (one image per request from the page)
     save_dir       keep uploads, heatmap panels and results here; None = nothing is kept
                    after the session (uploads live in memory only)
+    case_min_fields, case_max_discordance
+                   the case rule's numbers, as edge-classify's --case-min-fields /
+                   --case-max-discordance (None = the rule stored in the model)
     idle_s         the camera or video is read only while a page watched it this recently
     """
 
@@ -77,6 +80,8 @@ class ServeConfig:
     runtime: str | None = None
     max_upload_mb: float = 20.0
     save_dir: str | None = None
+    case_min_fields: int | None = None
+    case_max_discordance: float | None = None
     idle_s: float = 10.0
 
     @property
@@ -298,7 +303,8 @@ class Session:
             self._saved = ResultWriter(results + ".csv", results + ".jsonl")
             write_config(self.classify_config(), results + ".csv")
         # the case rule, resolved as edge-classify --cases resolves it (the same note)
-        self.case_rule, self.case_rule_text, self.case_note = edge_cases.case_rule(model)
+        self.case_rule, self.case_rule_text, self.case_note = edge_cases.case_rule(
+            model, config.case_min_fields, config.case_max_discordance)
         self._reset()
         self.live = LiveFeed(self, runtime.load_model(model.path, model.num_threads,
                                                       model.runtime)) if config.live else None
