@@ -59,7 +59,8 @@ def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
     result.cells = result.measures["cells"]
     faults = check.acquisition_faults(result.measures) if domain_check else []
     if check.leukocytes and not result.cells:  # a result, not a guess ...
-        result.reason, result.detail = dom.NO_LEUKOCYTE, "no stained leukocyte found"
+        result.reason, result.detail = dom.NO_LEUKOCYTE, ("no stained leukocyte found: move "
+                                                          "to a field with white cells")
         if faults:  # ... unless the lamp, objective or stain explains why none was found
             result.reason = faults[0][1]
             result.detail = "; ".join(["no leukocyte found"] + [d for _, _, d in faults])
@@ -78,6 +79,9 @@ def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
         if result.domain_score > check.threshold:
             out.insert(0, f"feature score {result.domain_score:.2f} > {check.threshold:.2f}")
         if out:
+            # nothing at the microscope explains it: a person judges the image
+            out.append("unlike the training images: send to a morphologist (another "
+                       "microscope: edge-calibrate)")
             result.reason, result.detail = dom.OUT_OF_DOMAIN, "; ".join(out)
             return result
     return _floor(result, min_confidence)

@@ -76,6 +76,8 @@ FIXES = {("brightness", "low"): "turn the lamp up (or lengthen the exposure)",
 # A field without leukocytes has its stain read off its darkest tenth only when that is
 # coloured like nuclei (saturation at least this; all4's nuclei: median 0.45), not grey.
 DARK_SATURATION = 0.25
+
+
 def otsu(histogram: np.ndarray) -> int:
     """Otsu's threshold of a 256-bin histogram: the level k that best splits it into the
     levels up to k and those above (cv2.THRESH_OTSU's threshold, here from a histogram
