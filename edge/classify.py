@@ -134,7 +134,7 @@ class Summary:
 
     def text(self) -> str:
         why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
-        lines = [f"{self.n} inputs: {self.classified} classified, {self.failed} failed, "
+        lines = [f"{self.n} input{'s' if self.n != 1 else ''}: {self.classified} classified, {self.failed} failed, "
                  f"{self.refer} REFER (for a morphologist{': ' + why if why else ''})"]
         if self.counts:  # nothing classified (every input failed): no empty line
             lines.append("per class: " + ", ".join(f"{k} {v}"

@@ -88,17 +88,24 @@ def classify_frames(model: Model, frames: Iterator[np.ndarray], name: str, summa
             sources.close_windows()
 
 
+def frame_text(result) -> str:
+    """What a live frame says (the window, the saved frames, `hemalite serve`'s page): the
+    label, or REFER with its reason and best guess, and for a fault at the microscope what to
+    fix on a second line, live, while the technician adjusts."""
+    text = (f"REFER {result.reason} ({result.guess} {result.probability:.2f})"
+            if result.reason else f"{result.label} {result.probability:.2f}")
+    if result.reason in acquisition.REASONS:
+        text += "\n" + result.detail.split("; ")[0]
+    return text
+
+
 def _draw(model: Model, rgb: np.ndarray, pixels: np.ndarray, frame: Frame, checks: Checks,
           display: Display) -> bool:
     """Overlay, save and show one frame, only when used; False when the window was closed."""
     save = frame.report and display.save_dir
     if not (display.window or save):
         return True
-    result = frame.result
-    text = (f"REFER {result.reason} ({result.guess} {result.probability:.2f})"
-            if result.reason else f"{result.label} {result.probability:.2f}")
-    if result.reason in acquisition.REASONS:  # what to fix, live, while the technician adjusts
-        text += "\n" + result.detail.split("; ")[0]
+    text = frame_text(frame.result)
     shown = live_heatmap(model, rgb, pixels) if checks.heatmap_dir is not None else rgb
     annotated = sources.overlay(shown, text, frame.fps)
     if save:

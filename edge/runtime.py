@@ -155,6 +155,8 @@ def load_model(path: str | os.PathLike, num_threads: int | None = None,
                runtime: str | None = None) -> Model:
     """Load a .tflite and its metadata; raises MetadataError / ModelError with one line."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ModelError(f"{path} is a folder: give the .tflite file inside it")
     if not os.path.isfile(path):
         raise ModelError(f"model file not found: {path}")
     info = read_model_info(path)  # labels and input spec travel inside the model

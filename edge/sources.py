@@ -177,11 +177,6 @@ def picamera_frames(size: tuple[int, int] = (640, 480)) -> Iterator[np.ndarray]:
         camera.stop()
 
 
-def has_display() -> bool:
-    """True when the live window can be shown (window_problem() has nothing to say)."""
-    return window_problem() is None
-
-
 def window_problem() -> str | None:
     """Why no live window can be shown here, or None when it can.
 

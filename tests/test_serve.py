@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from hemalite.edge import live
 from hemalite.edge.classify import Result
 from hemalite.edge.cli import classify_command
 from hemalite.edge.serve import session as serving
@@ -152,8 +153,9 @@ def test_hemalite_help_lists_serve_without_importing_flask(tmp_path):
 
 
 def test_a_non_loopback_server_never_starts_without_a_token():
-    with pytest.raises(serving.ServeError, match="needs an access token"):
-        make_server(ServeConfig(host="0.0.0.0", port=0, token=None))
+    for token in (None, "", "   "):  # a token of blanks is no token
+        with pytest.raises(serving.ServeError, match="needs an access token"):
+            make_server(ServeConfig(host="0.0.0.0", port=0, token=token))
 
 
 # ----------------------------------------------------------------------------- two faces
@@ -390,7 +392,7 @@ def test_off_loopback_every_request_needs_the_token(images, tmp_path):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "stopped" in err and "1 inputs: 1 classified" in out  # the session's summary
+    assert "stopped" in err and "1 input: 1 classified" in out  # the session's summary
 
 
 def test_saving_writes_under_the_save_folder_only_with_names_made_there(images, tmp_path):
@@ -447,8 +449,12 @@ def test_a_memory_file_has_a_path_and_is_gone_when_closed():
 
 def test_a_live_frame_is_drawn_with_edge_classifys_words():
     refer = Result("f", "REFER", 0.5, [("Pre", 0.5)], reason="low-confidence", detail="x")
-    assert serving.frame_text(refer) == "REFER low-confidence (Pre 0.50)"
-    assert serving.frame_text(Result("f", "Pre", 0.914, [("Pre", 0.914)])) == "Pre 0.91"
+    assert live.frame_text(refer) == "REFER low-confidence (Pre 0.50)"
+    assert live.frame_text(Result("f", "Pre", 0.914, [("Pre", 0.914)])) == "Pre 0.91"
+    blurred = Result("f", "REFER", 0.9, [("Pre", 0.9)], reason="out-of-focus",
+                     detail="focus 0.30 of training's median (at least 0.42): refocus; hue")
+    assert live.frame_text(blurred) == ("REFER out-of-focus (Pre 0.90)\n"
+                                        "focus 0.30 of training's median (at least 0.42): refocus")
 
 
 # ----------------------------------------------------------------------------- the browser

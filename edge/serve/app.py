@@ -45,8 +45,9 @@ def create_app(session: Session) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=int(config.max_upload_mb * 1_000_000),
                       TEMPLATES_AUTO_RELOAD=False)
     token = config.token
-    if not token and not is_loopback(config.host):
-        raise ServeError(f"--host {config.host} is not loopback: it needs an access token")
+    if not (token or "").strip() and not is_loopback(config.host):
+        raise ServeError(f"--host {config.host} is not loopback: it needs an access token "
+                         "(leave out --token to have one generated)")
     loopback_only = is_loopback(config.host) and not token
 
     def one_line(message: str, status: int) -> Response:

@@ -229,8 +229,7 @@ def calibration_status(info) -> str:
     status_line: name, figures, validated or NOT VALIDATED)."""
     from hemalite.edge.calibrate import status_line
 
-    site = info.extra.get("site_calibration")
-    return status_line(info) if isinstance(site, dict) and site else "not calibrated to a site"
+    return status_line(info) or "not calibrated to a site"
 
 
 def dataset_citation(info) -> str:
@@ -247,12 +246,6 @@ def jpeg(rgb: np.ndarray, quality: int = 85) -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(out, "JPEG", quality=quality)
     return out.getvalue()
-
-
-def frame_text(result: Result) -> str:
-    """The line drawn on a live frame, as edge-classify's live window draws it."""
-    return (f"REFER {result.reason} ({result.guess} {result.probability:.2f})"
-            if result.reason else f"{result.label} {result.probability:.2f}")
 
 
 @dataclass
@@ -564,7 +557,7 @@ class LiveFeed:
             frames.close()
 
     def _publish(self, version: int, frame: live.Frame, rgb: np.ndarray) -> None:
-        text = frame_text(frame.result)
+        text = live.frame_text(frame.result)
         plain = jpeg(sources.overlay(rgb, text, frame.fps)[..., ::-1])
         heat = None
         if self._watched(self._heat_seen):  # the model still holds this frame's invoke
@@ -584,7 +577,7 @@ class LiveFeed:
         line = dataclasses.asdict(latest.result)
         return {**state, **{k: line[k] for k in (*API_FIELDS, "time_s")},
                 "frame": latest.index, "fps": round(latest.fps, 2),
-                "text": frame_text(latest.result), "refer": latest.result.label == REFER}
+                "text": live.frame_text(latest.result), "refer": latest.result.label == REFER}
 
     def keep(self) -> Entry | None:
         """Put the newest frame into the history (classified as an image, same path)."""
