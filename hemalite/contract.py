@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
 from hemalite.errors import HemaliteError
 
@@ -28,14 +28,22 @@ NORM_STD = 127.5
 @dataclass(frozen=True)
 class InputSpec:
     """What a model expects: RGB uint8 pixels of this size, resized with this filter, after
-    an optional zoom about the centre (set by a site calibration, `edge-calibrate`, to undo
-    another lab's objective: 1.0 for every model `hemalite convert` makes)."""
+    an optional zoom about the centre and an optional colour step (both set by a site
+    calibration, `edge-calibrate`, to undo another lab's objective and stain colour; none
+    for every model `hemalite convert` makes)."""
 
     height: int = 224
     width: int = 224
     resample: str = "bilinear"  # part of the contract: training and edge must agree
     zoom: float = 1.0  # > 1: the centre 1/zoom of the field, enlarged; < 1: the field shrunk
     #                    and mirrored out to the frame
+    hue: float = 0.0  # degrees added to every pixel's HSV hue (another stain batch or white
+    #                   balance turned back)
+    saturation: float = 1.0  # colour saturation x this (Pillow's ImageEnhance.Color)
+
+    @property
+    def recolours(self) -> bool:
+        return self.hue != 0.0 or self.saturation != 1.0
 
     @property
     def size(self) -> tuple[int, int]:
@@ -130,9 +138,31 @@ def preprocess(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     (a calibrated site's objective undone) the centre 1/zoom of the image is what is
     resized (zoom > 1), or the image is resized to zoom x the model's size and mirrored
     out to fill it (zoom < 1: the wider field a lower magnification would have shown).
+    With a colour step (a calibrated site's stain colour undone) the resized pixels' hue
+    is turned and their saturation scaled (`recolour`).
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 array (H, W, 3), got {rgb.dtype} {rgb.shape}")
+    out = _resize(rgb, spec)
+    return recolour(out, spec.hue, spec.saturation) if spec.recolours else out
+
+
+def recolour(rgb: np.ndarray, hue: float, saturation: float) -> np.ndarray:
+    """The colour step: `hue` degrees added to the HSV hue, then the saturation x
+    `saturation` (a blend with the pixel's grey, Pillow's ImageEnhance.Color). The inverse
+    of a white-balance or stain-batch turn and of a paler or stronger stain."""
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    if hue:
+        hsv = np.array(image.convert("HSV"))
+        hsv[..., 0] = (hsv[..., 0].astype(np.int32) + round(hue / 360.0 * 256)) % 256
+        image = Image.fromarray(hsv, "HSV").convert("RGB")
+    if saturation != 1.0:
+        image = ImageEnhance.Color(image).enhance(saturation)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _resize(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """preprocess's zoom and resize."""
     if spec.zoom > 1.0:
         h, w = rgb.shape[:2]
         ch, cw = max(1, round(h / spec.zoom)), max(1, round(w / spec.zoom))
@@ -140,7 +170,7 @@ def preprocess(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     elif spec.zoom < 1.0:
         inner = InputSpec(max(1, round(spec.height * spec.zoom)),
                           max(1, round(spec.width * spec.zoom)), spec.resample)
-        small = preprocess(rgb, inner)
+        small = _resize(rgb, inner)
         top, left = (spec.height - inner.height) // 2, (spec.width - inner.width) // 2
         return np.pad(small, ((top, spec.height - inner.height - top),
                               (left, spec.width - inner.width - left), (0, 0)),

@@ -156,7 +156,8 @@ def build_metadata(info: ModelInfo) -> bytes:
 def associated_files(info: ModelInfo) -> dict[str, bytes]:
     """The files zipped onto the model: labels.txt and hemalite.json."""
     spec = {"height": info.spec.height, "width": info.spec.width,
-            "resample": info.spec.resample, "zoom": info.spec.zoom, "mean": info.mean,
+            "resample": info.spec.resample, "zoom": info.spec.zoom, "hue": info.spec.hue,
+            "saturation": info.spec.saturation, "mean": info.mean,
             "std": info.std,
             "labels": list(info.labels), "version": info.version, **info.extra}
     return {LABEL_FILE: ("\n".join(info.labels) + "\n").encode(),
@@ -339,11 +340,14 @@ def read_model_info(path: str | os.PathLike) -> ModelInfo:
     except MetadataError as err:
         raise MetadataError(f"{path}: {err}") from None
     labels, extra, files = _read_packed(path, model, fields["label_files"][0])
-    # models made before site calibration existed carry no zoom: theirs is 1 (none)
+    # models made before site calibration existed carry no zoom nor colour step: none
     spec = InputSpec(height=int(fields["height"]), width=int(fields["width"]),
-                     resample=extra["resample"], zoom=float(extra.get("zoom", 1.0)))
+                     resample=extra["resample"], zoom=float(extra.get("zoom", 1.0)),
+                     hue=float(extra.get("hue", 0.0)),
+                     saturation=float(extra.get("saturation", 1.0)))
     keep = {k: v for k, v in extra.items() if k not in
-            ("height", "width", "resample", "zoom", "mean", "std", "labels", "version")}
+            ("height", "width", "resample", "zoom", "hue", "saturation", "mean", "std",
+             "labels", "version")}
     return ModelInfo(labels=labels, spec=spec, name=fields["name"],
                      description=fields["description"], version=fields["version"],
                      author=fields["author"], license=fields["license"],

@@ -155,3 +155,28 @@ def test_a_bright_lamp_is_not_read_as_another_objective(tmp_path):
     assert load_model(out).info.spec.zoom == 1.0
     report = json.loads(out.with_suffix(".calibration.json").read_text())
     assert report["fold_zooms"] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.slow
+def test_another_stain_colour_is_turned_back(tmp_path):
+    """Real smears whose stain is turned by -15 degrees (another batch, another white
+    balance; 12 per class): edge-calibrate reads the leukocytes' hue against training's and
+    writes the colour step that turns it back, which edge-classify applies with --model only;
+    the objective is untouched."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/all4 not present")
+    with open(REPO / "hemalite" / "models" / "test_split.csv", newline="") as fh:
+        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+    for label in ("Benign", "Early", "Pre", "Pro"):
+        (tmp_path / "site" / label).mkdir(parents=True)
+        for p in [p for p, lab in rows if lab == label][-12:]:
+            rgb = np.asarray(Image.open(SHARED_DATA / p).convert("RGB"))
+            Image.fromarray(shifts.hue(rgb, -15)).save(
+                tmp_path / "site" / label / (p.split("/")[-1] + ".png"))
+    out = tmp_path / "stain.tflite"
+    result = run(tmp_path / "site", "--out", out, "--folds", "3")
+    assert result.exit_code == 0, result.output
+    spec = load_model(out).info.spec
+    assert 9 <= spec.hue <= 21 and spec.zoom == 1.0
+    assert abs(np.log(spec.saturation)) < 0.2
+    assert f"colour: hue {spec.hue:+g} degrees" in out.with_suffix(".calibration.md").read_text()

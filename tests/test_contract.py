@@ -96,3 +96,22 @@ def test_a_zoom_undoes_another_objective_on_a_real_smear():
     wide = preprocess(rgb, InputSpec(224, 224, zoom=0.5))
     assert wide.shape == (224, 224, 3)  # shrunk and mirrored out to the frame
     np.testing.assert_array_equal(wide[56:168, 56:168], preprocess(rgb, InputSpec(112, 112)))
+
+
+def test_a_colour_step_undoes_another_stain_colour_on_a_real_smear():
+    """A site calibration's colour step (InputSpec.hue, .saturation): a field whose stain
+    was turned by -15 degrees and paled to x0.7 comes back close to the original; the
+    defaults change nothing (training's pixels are never recoloured)."""
+    from hemalite import shifts
+    from tests.helpers import real_images
+
+    rgb = preprocess(np.asarray(Image.open(real_images(1)[0]).convert("RGB")),
+                     InputSpec(224, 224))
+    moved = shifts.saturation(shifts.hue(rgb, -15), 0.7)
+    undone = preprocess(moved, InputSpec(224, 224, hue=15, saturation=1 / 0.7)).astype(float)
+    stained = np.ptp(rgb.astype(int), axis=2) > 40  # the coloured cells, not the background
+    error = np.abs(undone - rgb)[stained].mean()
+    assert error < 0.3 * np.abs(moved.astype(float) - rgb)[stained].mean()
+    assert error < 5
+    np.testing.assert_array_equal(preprocess(rgb, InputSpec(224, 224, hue=0.0, saturation=1.0)),
+                                  rgb)

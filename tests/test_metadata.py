@@ -139,7 +139,7 @@ def test_not_a_model_and_not_metadata_are_clear_errors(tmp_path):
 
 def test_a_model_rewritten_with_new_metadata_carries_only_the_new(tmp_path):
     """embed_metadata on a model that already has hemalite's metadata (what edge-calibrate
-    does): the zoom and the provenance are read back, the old entry is gone, the file still
+    does): the zoom, the colour step and the provenance are read back, the old entry is gone, the file still
     runs, and a second rewrite does not grow it."""
     import dataclasses
 
@@ -148,7 +148,8 @@ def test_a_model_rewritten_with_new_metadata_carries_only_the_new(tmp_path):
     from hemalite.metadata import tflite_schema
 
     info = read_model_info(TINY_INT8)
-    new = dataclasses.replace(info, spec=dataclasses.replace(info.spec, zoom=1.4),
+    new = dataclasses.replace(info, spec=dataclasses.replace(info.spec, zoom=1.4, hue=12.0,
+                                                             saturation=1.3),
                               extra={**info.extra, "site_calibration": {"name": "lab 2"}})
     once = embed_metadata(TINY_INT8.read_bytes(), new)
     twice = embed_metadata(once, new)
@@ -157,6 +158,7 @@ def test_a_model_rewritten_with_new_metadata_carries_only_the_new(tmp_path):
     path.write_bytes(twice)
     read = read_model_info(path)
     assert read.spec.zoom == 1.4 and read.extra["site_calibration"] == {"name": "lab 2"}
+    assert (read.spec.hue, read.spec.saturation) == (12.0, 1.3)  # the colour step too
     assert read.labels == info.labels and read.files == info.files
     root = tflite_schema().Model.GetRootAs(twice, 0)
     names = [root.Metadata(i).Name() for i in range(root.MetadataLength())]

@@ -29,6 +29,7 @@ from hemalite.edge.runtime import load_model
 
 ABLATION = {"none": (), "zoom": ("zoom",), "zoom+acquisition": ("zoom", "acquisition"),
             "zoom+domain+acquisition": ("zoom", "domain", "acquisition"),
+            "zoom+colour+domain+acquisition": ("zoom", "colour", "domain", "acquisition"),
             "all": calibrate.INGREDIENTS}
 
 
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--shifts", default="all", help="'all' or comma-separated indices "
                         "into hemalite.shifts.AUDIT_SHIFTS (-1: as is)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sets", default="", help="comma-separated ingredient sets of "
+                        f"ABLATION ({', '.join(ABLATION)}) instead of none and the default")
     parser.add_argument("--prior", type=float, default=calibrate.PRIOR,
                         help="the head's pull towards the trained weights (calibrate.PRIOR)")
     args = parser.parse_args()
@@ -93,6 +96,8 @@ def main() -> None:
         sites = [None if int(i) < 0 else shifts.AUDIT_SHIFTS[int(i)]
                  for i in args.shifts.split(",")]
     sets = ABLATION if args.ablation else {"none": (), "default": calibrate.DEFAULT_INGREDIENTS}
+    if args.sets:
+        sets = {name: ABLATION[name] for name in args.sets.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
     table = []
     for shift in sites:
@@ -110,6 +115,8 @@ def main() -> None:
                     str(folder / "site"), out, ingredients=ingredients), args.model)
                 row[label] = {**run_rest(out, folder / "rest"),
                               "zoom": report["site_calibration"]["zoom"],
+                              "hue": report["site_calibration"]["hue"],
+                              "saturation": report["site_calibration"]["saturation"],
                               "seconds": report["seconds"],
                               "cv_right": report["after"]["right"]["value"]}
             table.append(row)
@@ -128,7 +135,10 @@ def markdown(table: list[dict], sets: list[str]) -> str:
             r = row[s]
             acc = "-" if r["accepted_right"] is None else f"{r['accepted_right']:.1%}"
             cells.append(f"{r['right']:.1%} / {r['referred']:.1%} / {acc}"
-                         + (f" (zoom {r['zoom']:g})" if "zoom" in r else ""))
+                         + (f" (zoom {r['zoom']:g}" if "zoom" in r else "")
+                         + (f", hue {r['hue']:+g}, sat x{r['saturation']:g}"
+                            if r.get("hue") or r.get("saturation", 1) != 1 else "")
+                         + (")" if "zoom" in r else ""))
         lines.append(f"| {row['site']} | " + " | ".join(cells) + " |")
     means = {s: np.mean([row[s]["right"] for row in table if row["site"] != "as is"])
              for s in sets}
