@@ -381,8 +381,8 @@ def calibration_line(model) -> str | None:
 @click.option("--adapt", "ingredients", multiple=True, type=click.Choice(calibrate.INGREDIENTS),
               default=calibrate.CalibrateConfig.ingredients, show_default=True,
               help="What to adapt (repeat the option; the options given replace the "
-                   "defaults: add head with --adapt zoom --adapt domain --adapt acquisition "
-                   "--adapt head); fewer only to measure each one.")
+                   "defaults: add head with --adapt zoom --adapt colour --adapt domain "
+                   "--adapt acquisition --adapt head); fewer only to measure each one.")
 @click.option("--num-threads", type=click.IntRange(min=1), default=os.cpu_count() or 1,
               show_default=True, help="Interpreter threads.")
 @click.option("--verbose", is_flag=True)
@@ -392,8 +392,9 @@ def calibrate_command(site_dir, out, model_path, name, min_accuracy, folds, zoom
 
     SITE_DIR holds one sub-folder per label (Benign, Early, Pre, Pro) with the site's own
     confirmed images (at least 10 per class). hemalite reads the zoom that undoes the
-    site's objective off its red cells and leukocytes and moves the domain and acquisition
-    checks to the site (with `--adapt head` among the --adapt options it also refits the
+    site's objective off its red cells and leukocytes, and the colour step (hue turn,
+    saturation gain) that undoes its stain colour off the leukocytes, and moves the domain
+    and acquisition checks to the site (with `--adapt head` among the --adapt options it also refits the
     classifier's last layer inside the .tflite); then it validates by k-fold
     cross-validation, every fold scored by a model calibrated without it, through
     edge-classify's own decision. Writes OUT (one self-contained .tflite: `edge-classify
@@ -416,7 +417,8 @@ def calibrate_command(site_dir, out, model_path, name, min_accuracy, folds, zoom
         cfg, path, num_threads,
         lambda total: tqdm(total=total, desc="calibrating", unit="step", leave=False))
     cal, before, after = report["site_calibration"], report["before"], report["after"]
-    click.echo(f"{cfg.out}: site '{cal['name']}', zoom {cal['zoom']:g}, adapted "
+    click.echo(f"{cfg.out}: site '{cal['name']}', zoom {cal['zoom']:g}, hue "
+               f"{cal['hue']:+g} degrees, saturation x{cal['saturation']:g}, adapted "
                f"{', '.join(cal['adapted'])} ({report['seconds']:.0f} s)")
     for key, what in (("right", "right (REFER = not right)"), ("referred", "referred"),
                       ("accepted_right", "right among the accepted")):
