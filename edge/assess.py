@@ -91,7 +91,8 @@ def _floor(result: Assessment, min_confidence: float) -> Assessment:
     top = float(result.probabilities.max())
     if top < min_confidence:
         result.reason = dom.LOW_CONFIDENCE
-        result.detail = f"top probability {top:.3f} < {min_confidence:.3f}"
+        result.detail = (f"top probability {top:.3f} < {min_confidence:.3f}: the model is unsure, "
+                         "send to a morphologist")
     return result
 
 

@@ -382,7 +382,8 @@ def calibration_line(model) -> str | None:
               default=calibrate.CalibrateConfig.ingredients, show_default=True,
               help="What to adapt (repeat the option; the options given replace the "
                    "defaults: add head with --adapt zoom --adapt colour --adapt domain "
-                   "--adapt acquisition --adapt head); fewer only to measure each one.")
+                   "--adapt acquisition --adapt floor --adapt head); fewer only to measure "
+                   "each one.")
 @click.option("--num-threads", type=click.IntRange(min=1), default=os.cpu_count() or 1,
               show_default=True, help="Interpreter threads.")
 @click.option("--verbose", is_flag=True)
@@ -393,9 +394,10 @@ def calibrate_command(site_dir, out, model_path, name, min_accuracy, folds, zoom
     SITE_DIR holds one sub-folder per label (Benign, Early, Pre, Pro) with the site's own
     confirmed images (at least 10 per class). hemalite reads the zoom that undoes the
     site's objective off its red cells and leukocytes, and the colour step (hue turn,
-    saturation gain) that undoes its stain colour off the leukocytes, and moves the domain
-    and acquisition checks to the site (with `--adapt head` among the --adapt options it also refits the
-    classifier's last layer inside the .tflite); then it validates by k-fold
+    saturation gain) that undoes its stain colour off the leukocytes, moves the domain and
+    acquisition checks to the site and sets a calibrated site's confidence floor (with
+    `--adapt head` among the --adapt options it also refits the classifier's last layer
+    inside the .tflite); then it validates by k-fold
     cross-validation, every fold scored by a model calibrated without it, through
     edge-classify's own decision. Writes OUT (one self-contained .tflite: `edge-classify
     --model OUT` needs no other flag) and OUT's calibration.md / calibration.json. When the

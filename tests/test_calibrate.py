@@ -123,6 +123,7 @@ def test_a_shifted_real_site_improves_and_the_file_stands_alone(tmp_path):
     assert cal["images_per_class"] == {"Benign": 10, "Early": 10, "Pre": 10, "Pro": 10}
     assert set(calibrate.DEFAULT_INGREDIENTS) == set(cal["adapted"])
     assert model.info.spec.zoom > 1.1  # the objective undone: cells enlarged again
+    assert model.domain.min_confidence == calibrate.SITE_FLOOR  # a calibrated site's floor
     assert model.info.outputs[0] == "probability"  # what MediaPipe reads first
     with_head = tmp_path / "head.tflite"  # the head refit (an option) lives in the graph
     result = run(tmp_path / "site", "--out", with_head, "--adapt", "head", "--folds", "2")

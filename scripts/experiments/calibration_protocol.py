@@ -30,7 +30,8 @@ from hemalite.edge.runtime import load_model
 ABLATION = {"none": (), "zoom": ("zoom",), "zoom+acquisition": ("zoom", "acquisition"),
             "zoom+domain+acquisition": ("zoom", "domain", "acquisition"),
             "zoom+colour+domain+acquisition": ("zoom", "colour", "domain", "acquisition"),
-            "all": calibrate.INGREDIENTS}
+            "default (+floor)": calibrate.DEFAULT_INGREDIENTS,
+            "all (+head)": calibrate.INGREDIENTS}
 
 
 def make_site(rows, data: Path, shift, folder: Path, per_class: int, seed: int):
@@ -69,7 +70,11 @@ def run_rest(model_path: str, rest: Path) -> dict:
             "referred": referred / len(results),
             "accepted_right": (sum(r.label == r.truth for r in accepted) / len(accepted)
                                if accepted else None),
-            "reasons": dict(summary.reasons)}
+            "reasons": dict(summary.reasons),
+            # per image, for the operating-point analysis: best guess's probability, right,
+            # the REFER reason (None = accepted)
+            "per_image": [[r.top[0][1] if r.top else None, r.guess == r.truth, r.reason]
+                          for r in results]}
 
 
 def main() -> None:
