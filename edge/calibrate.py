@@ -322,17 +322,32 @@ def fit_head(features: np.ndarray, y: np.ndarray, start: Head, prior: float = PR
 
 def widen_domain(check: dom.DomainCheck, z: np.ndarray) -> dom.DomainCheck:
     """The domain check's thresholds raised, where needed, so that the site's own images
-    pass at the acceptance training's validation images did (`check.acceptance`): a site's
-    ordinary images are not out-of-domain. Never lowered. (Moving the class means to the
-    site instead was measured worse: ten images a class place a mean too noisily, and the
-    validation split as a site went from 95.9 to 88.2 % right.)"""
+    pass at the acceptance training's validation images did (`check.acceptance`, 99.5 %): a
+    site's ordinary images are not out-of-domain. Never lowered. The site's acceptance
+    quantile is read off a normal fitted to its scores (the log of the class-distance score,
+    the outlier logit) as well as off the scores themselves, whichever is higher: 40 images
+    reach only about their 97.5th percentile, and the empirical quantile alone referred 2-8 %
+    of the validation sites' other images as out-of-domain, mostly images the model got
+    right (objective x1.5: 88.7 % right; with the fitted bound 92.8 %, right among the
+    accepted unchanged). (Moving the class means to the site instead was measured worse: ten
+    images a class place a mean too noisily, and the validation split as a site went from
+    95.9 to 88.2 % right.)"""
+    from statistics import NormalDist
+
+    z_score = NormalDist().inv_cdf(check.acceptance)
+
+    def bound(values: np.ndarray) -> float:
+        fitted = values.mean() + z_score * values.std(ddof=1) if len(values) > 2 else -np.inf
+        return float(max(np.quantile(values, check.acceptance), fitted))
+
     scores = np.array([check.feature_score(v) for v in z])
+    logs = np.log(np.maximum(scores, 1e-12))
     out = dataclasses.replace(
-        check, threshold=float(max(check.threshold, np.quantile(scores, check.acceptance))))
+        check, threshold=float(max(check.threshold, np.exp(bound(logs)))))
     if check.outlier:
         outlier = np.array([check.outlier_score(v) for v in z])
         out.outlier = {**check.outlier, "threshold": float(max(
-            check.outlier["threshold"], np.quantile(outlier, check.acceptance)))}
+            check.outlier["threshold"], bound(outlier)))}
     return out
 
 

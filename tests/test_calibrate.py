@@ -181,3 +181,21 @@ def test_another_stain_colour_is_turned_back(tmp_path):
     assert 9 <= spec.hue <= 21 and spec.zoom == 1.0
     assert abs(np.log(spec.saturation)) < 0.2
     assert f"colour: hue {spec.hue:+g} degrees" in out.with_suffix(".calibration.md").read_text()
+
+
+def test_the_widened_domain_check_accepts_a_sites_ordinary_images_at_its_stated_rate():
+    """40 images of a site whose features spread wider than training's: the widened
+    threshold accepts the site's fresh images at about the check's acceptance (99.5 %).
+    The empirical 99.5th percentile of 40 scores alone is about their 97.5th (measured over
+    200 seeds: a median of 97.9 % accepted, 91 % at the 5th percentile)."""
+    from hemalite import domain as dom
+
+    accepted = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        check = dom.DomainCheck(means=[[0.0] * 8], threshold=1.0, acceptance=0.995)
+        widened = calibrate.widen_domain(check, rng.normal(0, 1.6, (40, 8)))
+        fresh = dom.feature_score(rng.normal(0, 1.6, (4000, 8)), np.asarray(check.means))
+        accepted.append((fresh <= widened.threshold).mean())
+        assert widened.threshold >= check.threshold  # never lowered
+    assert np.median(accepted) > 0.99 and min(accepted) > 0.97
