@@ -428,6 +428,11 @@ def calibrate_command(site_dir, out, model_path, name, min_accuracy, folds, zoom
         click.echo(f"  {what}: {b['value']:.1%} before, {a['value']:.1%} after "
                    f"(95 % CI {a['wilson95'][0]:.1%}-{a['wilson95'][1]:.1%})"
                    if a["value"] is not None and b["value"] is not None else f"  {what}: -")
+    if cal.get("kept_at_training"):
+        click.echo(f"  the base model's best guess is right on only {cal['best_guess']:.0%} of "
+                   f"the site's images: {', '.join(cal['kept_at_training'])} keep training's "
+                   "ranges (fix the lamp and the focus at the microscope, then calibrate "
+                   "again)", err=True)
     if cal["missing_classes"]:
         click.echo(f"  no images of {', '.join(cal['missing_classes'])}: not adapted nor "
                    "validated for them", err=True)

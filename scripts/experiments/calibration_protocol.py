@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--shifts", default="all", help="'all' or comma-separated indices "
                         "into hemalite.shifts.AUDIT_SHIFTS (-1: as is)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--other", default="", help="other shifts as sites instead, "
+                        "comma-separated name:value (hemalite.shifts.SHIFTS), e.g. hue:-30")
     parser.add_argument("--sets", default="", help="comma-separated ingredient sets of "
                         f"ABLATION ({', '.join(ABLATION)}) instead of none and the default")
     parser.add_argument("--prior", type=float, default=calibrate.PRIOR,
@@ -100,6 +102,9 @@ def main() -> None:
     if args.shifts != "all":
         sites = [None if int(i) < 0 else shifts.AUDIT_SHIFTS[int(i)]
                  for i in args.shifts.split(",")]
+    if args.other:  # shifts the audit does not have, e.g. "hue:-30,brightness:1.4"
+        sites = [(name, float(value)) for name, value in
+                 (item.split(":") for item in args.other.split(","))]
     sets = ABLATION if args.ablation else {"none": (), "default": calibrate.DEFAULT_INGREDIENTS}
     if args.sets:
         sets = {name: ABLATION[name] for name in args.sets.split(",")}
