@@ -430,9 +430,9 @@ def calibrate_command(site_dir, out, model_path, name, min_accuracy, folds, zoom
                    if a["value"] is not None and b["value"] is not None else f"  {what}: -")
     if cal.get("kept_at_training"):
         click.echo(f"  the base model's best guess is right on only {cal['best_guess']:.0%} of "
-                   f"the site's images: {', '.join(cal['kept_at_training'])} keep training's "
-                   "ranges (fix the lamp and the focus at the microscope, then calibrate "
-                   "again)", err=True)
+                   "the site's images: the lamp and focus keep training's ranges (images out "
+                   "of them are referred with the fix; if none is, the cause is elsewhere: "
+                   "see calibration.md)", err=True)
     if cal["missing_classes"]:
         click.echo(f"  no images of {', '.join(cal['missing_classes'])}: not adapted nor "
                    "validated for them", err=True)

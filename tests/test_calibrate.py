@@ -162,8 +162,9 @@ def test_a_bright_lamp_is_not_read_as_another_objective(tmp_path):
 def test_another_stain_colour_is_turned_back(tmp_path):
     """Real smears whose stain is turned by -15 degrees (another batch, another white
     balance; 12 per class): edge-calibrate reads the leukocytes' hue against training's and
-    writes the colour step that turns it back, which edge-classify applies with --model only;
-    the objective is untouched."""
+    writes the colour step that turns it back into the model's input spec (which
+    edge-classify's preprocessing applies: tests/test_contract.py); the objective is
+    untouched."""
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data/all4 not present")
     with open(REPO / "hemalite" / "models" / "test_split.csv", newline="") as fh:
@@ -223,8 +224,48 @@ def test_a_lamp_the_model_does_not_survive_is_referred_with_its_fix_not_adapted_
     cal = load_model(out).info.extra["site_calibration"]
     assert cal["best_guess"] < calibrate.SITE_SURVIVAL
     assert cal["kept_at_training"] == list(calibrate.FIXED_AT_THE_MICROSCOPE)
-    assert "fix the lamp and the focus at the microscope" in result.output
+    assert "the lamp and focus keep training's ranges" in result.output
     assert "keep training's ranges" in out.with_suffix(".calibration.md").read_text()
     report = json.loads(out.with_suffix(".calibration.json").read_text())
     refer = report["after"]["confusion"]
     assert sum(row[-1] for row in refer) > 0.8 * 48  # most referred (exposure), not guessed
+
+
+def test_the_lamp_and_focus_kept_at_training_are_not_moved_the_rest_is():
+    """recentre_acquisition with `kept`: a site whose lamp is x1.5 brighter and whose hue is
+    turned keeps training's brightness range when brightness is kept, and moves it when not;
+    the hue moves either way."""
+    model = load_model(default_model_path())
+    fitted = model.domain.acquisition
+    med = fitted["medians"]
+    site = [{**med, "brightness": med["brightness"] * 1.5 * (1 + 0.01 * i),
+             "hue": (med["hue"] + 25 + 0.1 * i) % 360} for i in range(20)]
+    kept = calibrate.recentre_acquisition(fitted, site, calibrate.FIXED_AT_THE_MICROSCOPE)
+    moved = calibrate.recentre_acquisition(fitted, site)
+    assert kept["ranges"]["brightness"] == fitted["ranges"]["brightness"]
+    assert kept["medians"]["brightness"] == med["brightness"]
+    assert moved["medians"]["brightness"] > 1.4 * med["brightness"]
+    for out in (kept, moved):
+        assert abs((out["medians"]["hue"] - med["hue"]) % 360 - 26) < 2
+
+
+def test_the_report_says_when_folds_and_the_written_model_differ_on_the_survival_rule():
+    """kept_lines: the final model kept training's lamp and focus but some folds did not (or
+    the other way round): calibration.md says the cross-validation measured other models."""
+    kept = {"kept_at_training": list(calibrate.FIXED_AT_THE_MICROSCOPE), "best_guess": 0.85}
+    fold = {"kept_at_training": []}
+    assert len(calibrate.kept_lines(kept, [fold, {**fold, **kept}])) == 2
+    assert "1 of 2 cross-validation folds" in calibrate.kept_lines(kept, [fold, {**kept}])[1]
+    assert calibrate.kept_lines({"kept_at_training": []}, [fold, fold]) == []
+    assert "0 of 1" in calibrate.kept_lines(kept, [fold])[-1]
+
+
+def test_a_calibrated_model_is_not_calibrated_again(site, tmp_path):
+    """Calibrating a calibrated model would stack one site's zoom, colour and checks on
+    another's: one line, nothing written."""
+    first = tmp_path / "first.tflite"
+    assert run(site, "--out", first, "--model", TINY_INT8, "--folds", "2").exit_code == 0
+    second = tmp_path / "second.tflite"
+    result = run(site, "--out", second, "--model", first)
+    assert result.exit_code != 0 and "already calibrated" in result.output
+    assert not second.exists()
