@@ -208,8 +208,7 @@ class Views:
     def __init__(self, model: Model, site: Site, progress=None):
         self.model, self.site, self.progress, self.cache = model, site, progress, {}
 
-    def at(self, step: Step | float) -> Outputs:
-        step = step if isinstance(step, Step) else Step(zoom=step)
+    def at(self, step: Step) -> Outputs:
         if step not in self.cache:
             self.cache[step] = outputs_at(self.model, self.site, step)
             if self.progress:
@@ -218,6 +217,19 @@ class Views:
 
 
 # ----------------------------------------------------------------------------- fitting
+def well_exposed(views: Views, check: acquisition.AcquisitionCheck | None,
+                 index: np.ndarray) -> list[int] | None:
+    """The images of `index` whose exposure is within training's range (read as they are),
+    or None when there is no check or fewer than half are: the size and stain readings of
+    an over- or under-exposed field are the lamp's, not the objective's or the stain's."""
+    if check is None:
+        return None
+    measures = views.at(Step()).measures
+    exposed = [i for i in index if not any(
+        reason == acquisition.EXPOSURE for _, reason, _ in check.faults(measures[i]))]
+    return exposed if 2 * len(exposed) >= len(index) else None
+
+
 def choose_zoom(views: Views, check: acquisition.AcquisitionCheck | None, y: np.ndarray,
                 index: np.ndarray, colour: Step = Step()) -> float:
     """The zoom that brings the site's cells to training's size: 1 / the median scale the
@@ -234,12 +246,8 @@ def choose_zoom(views: Views, check: acquisition.AcquisitionCheck | None, y: np.
     and the zoom cost it 8 points). Read through the site's colour step (`colour`): the red
     cells are found on the green channel, which another stain colour moves (a site turned by
     -30 degrees read zoom 1.14 before its colour was undone)."""
-    if check is None:
-        return 1.0
-    measures = views.at(1.0).measures
-    exposed = [i for i in index if not any(
-        reason == acquisition.EXPOSURE for _, reason, _ in check.faults(measures[i]))]
-    if 2 * len(exposed) < len(index):
+    exposed = well_exposed(views, check, index)
+    if exposed is None:
         return 1.0
     zoom = 1.0
     for _ in range(ZOOM_ROUNDS):
@@ -271,13 +279,10 @@ def choose_colour(views: Views, check: acquisition.AcquisitionCheck | None, y: n
     bright lamp pales the stain: that is the lamp's fault, not the stain's), and kept at
     none when the labels say the base model is less often right with it."""
     plain = Step(zoom=zoom)
-    if check is None:
+    exposed = well_exposed(views, check, index)
+    if exposed is None:
         return plain
     measures = views.at(plain).measures
-    exposed = [i for i in index if not any(
-        reason == acquisition.EXPOSURE for _, reason, _ in check.faults(measures[i]))]
-    if 2 * len(exposed) < len(index):
-        return plain
     hues = np.array([measures[i]["hue"] for i in exposed], float)
     sats = np.array([measures[i]["saturation"] for i in exposed], float)
     hues, sats = hues[np.isfinite(hues)], sats[np.isfinite(sats)]

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from hemalite.cells import leukocyte_mask
+from hemalite.contract import recolour
 
 
 def _pil(rgb: np.ndarray) -> Image.Image:
@@ -34,15 +35,15 @@ def contrast(rgb: np.ndarray, factor: float) -> np.ndarray:
 
 
 def saturation(rgb: np.ndarray, factor: float) -> np.ndarray:
-    """Colour saturation scaled (a paler or stronger stain)."""
-    return np.asarray(ImageEnhance.Color(_pil(rgb)).enhance(factor))
+    """Colour saturation scaled (a paler or stronger stain): the contract's colour step,
+    whose inverse a site calibration applies."""
+    return recolour(rgb, 0.0, factor) if factor != 1.0 else np.array(rgb, dtype=np.uint8)
 
 
 def hue(rgb: np.ndarray, degrees: float) -> np.ndarray:
-    """Stain hue rotated by `degrees` in HSV (another stain batch or camera white balance)."""
-    hsv = np.array(_pil(rgb).convert("HSV"))
-    hsv[..., 0] = (hsv[..., 0].astype(np.int32) + round(degrees / 360.0 * 256)) % 256
-    return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+    """Stain hue rotated by `degrees` in HSV (another stain batch or camera white balance):
+    the contract's colour step, whose inverse a site calibration applies."""
+    return recolour(rgb, degrees, 1.0) if degrees else np.array(rgb, dtype=np.uint8)
 
 
 def stain(rgb: np.ndarray, factor: float) -> np.ndarray:

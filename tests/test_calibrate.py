@@ -28,6 +28,21 @@ def run(*args):
     return CliRunner().invoke(calibrate_command, [*map(str, args)])
 
 
+def write_site(folder, shift, start: int, count: int, subfolder: str = "") -> None:
+    """Real smears of the bundled model's test split, `count` per class from the `start`th,
+    through `shift` (rgb -> rgb), as PNG in folder/<label>/[subfolder/] (skips without data)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/all4 not present")
+    with open(REPO / "hemalite" / "models" / "test_split.csv", newline="") as fh:
+        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+    for label in ("Benign", "Early", "Pre", "Pro"):
+        target = folder / label / subfolder
+        target.mkdir(parents=True)
+        for p in [p for p, lab in rows if lab == label][start:(start + count) or None]:
+            rgb = np.asarray(Image.open(SHARED_DATA / p).convert("RGB"))
+            Image.fromarray(shift(rgb)).save(target / (p.split("/")[-1] + ".png"))
+
+
 def test_every_problem_of_a_site_folder_is_one_line_and_nothing_is_written(site, tmp_path):
     (site / "purple").mkdir()  # not a label
     Image.new("RGB", (32, 32)).save(site / "purple" / "x.png")
@@ -91,18 +106,8 @@ def test_a_shifted_real_site_improves_and_the_file_stands_alone(tmp_path):
     """Real smears through another objective (x0.7): 10 per class calibrate the bundled
     model; 10 others per class, classified by edge-classify with --model only, are more
     often right after (a REFER counts as not right)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data/all4 not present")
-    with open(REPO / "hemalite" / "models" / "test_split.csv", newline="") as fh:
-        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
     for part, offset in (("site", 0), ("rest", 10)):
-        for label in ("Benign", "Early", "Pre", "Pro"):
-            mine = [p for p, lab in rows if lab == label][offset:offset + 10]
-            (tmp_path / part / label).mkdir(parents=True)
-            for p in mine:
-                rgb = np.asarray(Image.open(SHARED_DATA / p).convert("RGB"))
-                Image.fromarray(shifts.magnification(rgb, 0.7)).save(
-                    tmp_path / part / label / (p.split("/")[-1] + ".png"))
+        write_site(tmp_path / part, lambda rgb: shifts.magnification(rgb, 0.7), offset, 10)
     out = tmp_path / "site.tflite"
     result = run(tmp_path / "site", "--out", out, "--name", "objective x0.7")
     assert result.exit_code == 0, result.output
@@ -140,16 +145,7 @@ def test_a_bright_lamp_is_not_read_as_another_objective(tmp_path):
     and both size cues shrink, so the scale reads about x0.6 of training's. The zoom is read
     only on images whose exposure is in range: none here, so it stays 1 (it read 1.44 and lost
     8 points before). The model goes to a folder that does not exist yet."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data/all4 not present")
-    with open(REPO / "hemalite" / "models" / "test_split.csv", newline="") as fh:
-        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
-    for label in ("Benign", "Early", "Pre", "Pro"):
-        (tmp_path / "site" / label).mkdir(parents=True)
-        for p in [p for p, lab in rows if lab == label][:12]:
-            rgb = np.asarray(Image.open(SHARED_DATA / p).convert("RGB"))
-            Image.fromarray(shifts.brightness(rgb, 1.2)).save(
-                tmp_path / "site" / label / (p.split("/")[-1] + ".png"))
+    write_site(tmp_path / "site", lambda rgb: shifts.brightness(rgb, 1.2), 0, 12)
     out = tmp_path / "new" / "folder" / "lamp.tflite"
     result = run(tmp_path / "site", "--out", out, "--folds", "3")
     assert result.exit_code == 0, result.output
@@ -165,16 +161,8 @@ def test_another_stain_colour_is_turned_back(tmp_path):
     writes the colour step that turns it back into the model's input spec (which
     edge-classify's preprocessing applies: tests/test_contract.py); the objective is
     untouched."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data/all4 not present")
-    with open(REPO / "hemalite" / "models" / "test_split.csv", newline="") as fh:
-        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
-    for label in ("Benign", "Early", "Pre", "Pro"):
-        (tmp_path / "site" / label).mkdir(parents=True)
-        for p in [p for p, lab in rows if lab == label][-12:]:
-            rgb = np.asarray(Image.open(SHARED_DATA / p).convert("RGB"))
-            Image.fromarray(shifts.hue(rgb, -15)).save(
-                tmp_path / "site" / label / (p.split("/")[-1] + ".png"))
+    # a lab's own layout: each class's images in a nested folder whose name has a space
+    write_site(tmp_path / "site", lambda rgb: shifts.hue(rgb, -15), -12, 12, "slide 1")
     out = tmp_path / "stain.tflite"
     result = run(tmp_path / "site", "--out", out, "--folds", "3")
     assert result.exit_code == 0, result.output
@@ -208,16 +196,7 @@ def test_a_lamp_the_model_does_not_survive_is_referred_with_its_fix_not_adapted_
     many of them, so calibration keeps training's exposure and focus ranges: the site's
     images are referred for exposure with the fix, and the report and the command say
     why. (Adapting to that lamp accepted 78 % right on validation.)"""
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data/all4 not present")
-    with open(REPO / "hemalite" / "models" / "test_split.csv", newline="") as fh:
-        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
-    for label in ("Benign", "Early", "Pre", "Pro"):
-        (tmp_path / "site" / label).mkdir(parents=True)
-        for p in [p for p, lab in rows if lab == label][12:24]:
-            rgb = np.asarray(Image.open(SHARED_DATA / p).convert("RGB"))
-            Image.fromarray(shifts.brightness(rgb, 1.4)).save(
-                tmp_path / "site" / label / (p.split("/")[-1] + ".png"))
+    write_site(tmp_path / "site", lambda rgb: shifts.brightness(rgb, 1.4), 12, 12)
     out = tmp_path / "lamp.tflite"
     result = run(tmp_path / "site", "--out", out, "--folds", "3")
     assert result.exit_code == 0, result.output
