@@ -730,8 +730,11 @@ def status_line(info) -> str | None:
             f"images; adapted: {', '.join(cal.get('adapted', []))}; {figures})")
     if cal.get("validated"):
         return f"model: {head}, validated"
-    return (f"warning: {head}: NOT VALIDATED at its bar of {cal.get('min_accuracy', 0):.0%}: "
-            "use its results only as the lab's validation procedure allows")
+    missing = cal.get("missing_classes") or []
+    unseen = (f"; no site images of {', '.join(missing)}: its calls of them are training's "
+              "alone, never checked at this site" if missing else "")
+    return (f"warning: {head}: NOT VALIDATED at its bar of {cal.get('min_accuracy', 0):.0%}"
+            f"{unseen}: use its results only as the lab's validation procedure allows")
 
 
 def needed(bar: float) -> int:

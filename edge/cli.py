@@ -428,6 +428,14 @@ def calibrate_command(site_dir, out, model_path, name, min_accuracy, folds, zoom
         click.echo(f"  {what}: {b['value']:.1%} before, {a['value']:.1%} after "
                    f"(95 % CI {a['wilson95'][0]:.1%}-{a['wilson95'][1]:.1%})"
                    if a["value"] is not None and b["value"] is not None else f"  {what}: -")
+    low, bar = after["right"]["wilson95"][0], cfg.min_accuracy
+    if cal["validated"]:
+        click.echo(f"  validated: the 95 % lower bound {low:.1%} is at least the bar {bar:.0%}")
+    elif low is not None:
+        click.echo(f"  NOT VALIDATED: the 95 % lower bound {low:.1%} is under the bar {bar:.0%}"
+                   f" (even all right, {calibrate.needed(bar)} images would be needed to reach"
+                   " it)" + (f"; no images of {', '.join(cal['missing_classes'])}"
+                             if cal["missing_classes"] else ""))
     if cal.get("kept_at_training"):
         click.echo(f"  the base model's best guess is right on only {cal['best_guess']:.0%} of "
                    "the site's images: the lamp and focus keep training's ranges (images out "

@@ -253,9 +253,11 @@ class AcquisitionCheck:
         if kind == "log":
             shown = value if name == "scale" else value / self.medians[name]
             what = "x training's" if name == "scale" else "of training's median"
-            bound = (f"at least {np.exp(low):.2f}" if side == "low" else
-                     f"at most {np.exp(high):.2f}")
-            return f"{name} {shown:.2f} {what} ({bound}): {fix}"
+            limit = np.exp(low) if side == "low" else np.exp(high)
+            # enough digits that a value just outside its range does not print as the bound
+            digits = 2 if f"{shown:.2f}" != f"{limit:.2f}" else 3
+            bound = f"{'at least' if side == 'low' else 'at most'} {limit:.{digits}f}"
+            return f"{name} {shown:.{digits}f} {what} ({bound}): {fix}"
         if kind == "angle":
             d = _deviation(name, value, self.medians[name])
             return f"hue {d:+.0f} degrees from training's ({low:+.0f} to {high:+.0f}): {fix}"

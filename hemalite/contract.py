@@ -110,7 +110,10 @@ def load_image(path: str | os.PathLike, spec: InputSpec | None = None) -> np.nda
     except Image.DecompressionBombError as err:
         raise ImageError(f"too large, refused as a decompression bomb ({err})") from None
     except (OSError, SyntaxError, ValueError) as err:  # Pillow's errors for bad image data
-        raise ImageError(f"cannot decode image: {err}") from None
+        reason = str(err)
+        if "truncated" in reason:  # Pillow: "image file is truncated (27 bytes not processed)"
+            reason = f"the file is damaged or incomplete ({reason})"
+        raise ImageError(f"cannot decode image: {reason}") from None
 
 
 def load_batch(paths, spec: InputSpec) -> tuple[np.ndarray, list[int], list[str]]:

@@ -77,3 +77,15 @@ def test_the_site_medians_move_the_ranges(smears, check):
 def test_a_blank_field_has_no_stain_reading():
     m = acquisition.measure(np.full((64, 64, 3), 240, np.uint8))
     assert m["cells"] == 0 and np.isnan(m["focus"]) and np.isnan(m["hue"])
+
+
+def test_a_value_just_outside_its_range_does_not_print_as_the_bound():
+    """describe: strength 0.4385 of training's median against a bound of 0.44 is referred;
+    at two decimals both would read 0.44, so three are shown."""
+    check = acquisition.AcquisitionCheck({"strength": 1.0}, {"strength": [np.log(0.44), 1.0]},
+                                         {})
+    assert check.faults({"strength": 0.4385})
+    detail = check.describe("strength", "low", {"strength": 0.4385})
+    assert detail.startswith("strength 0.439 of training's median (at least 0.440)")
+    assert check.describe("strength", "low", {"strength": 0.30}).startswith(
+        "strength 0.30 of training's median (at least 0.44)")

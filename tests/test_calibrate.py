@@ -69,6 +69,9 @@ def test_a_class_without_images_is_said_and_keeps_the_model_unvalidated(site, tm
     cal = load_model(out).info.extra["site_calibration"]
     assert cal["missing_classes"] == ["red"] and not cal["validated"]
     assert "Not adapted nor validated: red" in (tmp_path / "site.calibration.md").read_text()
+    assert "NOT VALIDATED: the 95 % lower bound" in result.output
+    # and every later run says which class the site never checked
+    assert "no site images of red" in calibrate.status_line(load_model(out).info)
 
 
 def test_cross_validation_never_scores_a_fold_with_an_adaptation_that_saw_it(site, tmp_path,
