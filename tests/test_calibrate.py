@@ -248,7 +248,8 @@ def test_a_recentred_range_still_accepts_what_training_accepted():
     """recentre_acquisition: a site whose 20 images read the stain hue 6 degrees off
     training's median, tightly, is centred on its own median; an image at training's median
     -20 degrees (inside training's range, outside a range of training's width recentred on
-    the site) is still accepted, one at -40 is still referred for stain, and hue is named."""
+    the site) is still accepted, one at -40 is still referred for stain; and the same for
+    the magnification, whose range is read through the two size cues."""
     from hemalite import acquisition
 
     fitted = load_model(default_model_path()).domain.acquisition
@@ -262,6 +263,16 @@ def test_a_recentred_range_still_accepts_what_training_accepted():
     outside = {**med, "hue": (med["hue"] - 40) % 360}
     assert check.faults(inside) == []
     assert [reason for _, reason, _ in check.faults(outside)] == [acquisition.STAIN]
+    # the magnification likewise: a site whose cells read 8 % larger (within the zoom's
+    # tolerance) still accepts cells 2 % inside training's smallest
+    site = [{**med, "red_cell_radius": med["red_cell_radius"] * 1.08 * (1 + 0.001 * i),
+             "leukocyte_size": med["leukocyte_size"] * 1.08} for i in range(20)]
+    check = acquisition.from_dict(calibrate.recentre_acquisition(fitted, site))
+    small = np.exp(fitted["ranges"]["scale"][0]) * 1.02
+    image = {**med, "red_cell_radius": med["red_cell_radius"] * small,
+             "leukocyte_size": med["leukocyte_size"] * small}
+    assert acquisition.from_dict(fitted).faults(image) == []
+    assert check.faults(image) == []
 
 
 def test_the_report_says_when_folds_and_the_written_model_differ_on_the_survival_rule():
