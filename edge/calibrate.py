@@ -641,7 +641,6 @@ def calibrate(cfg: CalibrateConfig, model_path: str, num_threads: int | None = N
     views = Views(base, site, bar)
     before = [decide(base, rgb) for rgb in site.rgb]
     guess, referred, fits = cross_validate(base, base_bytes, base_head, views, site, cfg, bar)
-    fold_zooms = [f.zoom for f in fits]
     folds_read = [{"zoom": f.zoom, "hue": f.step.hue, "saturation": f.step.saturation,
                    "kept_at_training": list(f.kept)} for f in fits]
     fitted = adapt(base, base_head, views, site, np.arange(len(site.y)), cfg)
@@ -657,7 +656,7 @@ def calibrate(cfg: CalibrateConfig, model_path: str, num_threads: int | None = N
         "best_guess": float((views.at(fitted.step).probs.argmax(1) == site.y).mean()),
         "kept_at_training": list(fitted.kept),
         "validated": bool(validated), "min_accuracy": cfg.min_accuracy,
-        "cross_validation": {"folds": len(fold_zooms),
+        "cross_validation": {"folds": len(fits),
                              "right": after["right"]["value"],
                              "right_wilson95": after["right"]["wilson95"],
                              "referred": after["referred"]["value"]},
@@ -670,7 +669,7 @@ def calibrate(cfg: CalibrateConfig, model_path: str, num_threads: int | None = N
               "images": [os.path.relpath(p, cfg.site_dir) for p in site.paths],
               "before": summary(np.array([g for g, _ in before]),
                                 np.array([r is not None for _, r in before]), site.y, labels),
-              "after": after, "fold_zooms": fold_zooms, "folds_read": folds_read,
+              "after": after, "folds_read": folds_read,
               "seconds": time.perf_counter() - start}
     stem = os.path.splitext(cfg.out)[0]
     Path(f"{stem}.calibration.json").write_text(json.dumps(report, indent=1))
@@ -696,6 +695,7 @@ def markdown(report: dict) -> str:
                  f"{needed(cal['min_accuracy'])} right of {needed(cal['min_accuracy'])} would)"
                  if wilson(after["right"]["n"], after["right"]["n"])[0] < cal["min_accuracy"]
                  else ""))
+    folds = report["folds_read"]
     lines = [f"# Site calibration: {cal['name']}", "",
              "> hemalite is a research and screening aid, not a diagnosis. A calibration "
              "measures the model on this site's own images; it is no substitute for the "
@@ -704,13 +704,12 @@ def markdown(report: dict) -> str:
              f"{cal['base_model']['version']}, sha256 {cal['base_model']['sha256'][:12]})",
              f"- date: {cal['date']}; images per class: "
              + ", ".join(f"{k} {v}" for k, v in cal["images_per_class"].items()),
-             f"- adapted: {', '.join(cal['adapted'])}; zoom {cal['zoom']:g} "
-             f"(per fold: {', '.join(f'{z:g}' for z in report['fold_zooms'])}); colour: hue "
+             f"- adapted: {', '.join(cal['adapted'])}; zoom {cal['zoom']:g} (per fold: "
+             + ", ".join(f"{f['zoom']:g}" for f in folds) + f"); colour: hue "
              f"{cal.get('hue', 0.0):+g} degrees, saturation x{cal.get('saturation', 1.0):g}"
-             + (" (per fold: " + ", ".join(f"{f['hue']:+g} / x{f['saturation']:g}"
-                                            for f in report["folds_read"]) + ")"
-                if report.get("folds_read") else ""),
-             f"- status: {status}", *kept_lines(cal, report.get("folds_read", [])), "",
+             " (per fold: " + ", ".join(f"{f['hue']:+g} / x{f['saturation']:g}"
+                                        for f in folds) + ")",
+             f"- status: {status}", *kept_lines(cal, folds), "",
              f"## Validation ({cal['cross_validation']['folds']}-fold cross-validation: each "
              "image scored by a model calibrated without it, through edge-classify's "
              "decision at its defaults)", "",

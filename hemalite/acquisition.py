@@ -100,17 +100,27 @@ def _hist(channel: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     return cv2.calcHist([channel], [0], mask, [256], [0, 256]).ravel()
 
 
-def red_cell_radius(rgb: np.ndarray, outside: np.ndarray) -> float:
-    """The red cells' radius in pixels, nan when too few are found: the 75th percentile of
-    the distance transform's peaks in the red-cell mask (Otsu on the green channel of the
-    pixels `outside` the leukocytes, a uint8 mask; central pallor filled)."""
+def red_cell_mask(rgb: np.ndarray, outside: np.ndarray) -> np.ndarray | None:
+    """The red cells as a uint8 mask: the pixels `outside` the leukocytes (a uint8 mask)
+    darker than Otsu's threshold on the green channel; None when too few pixels are outside."""
     import cv2
 
     green = np.ascontiguousarray(rgb[..., 1])
     histogram = _hist(green, outside)
     if histogram.sum() < 100:
+        return None
+    return cv2.bitwise_and((green < otsu(histogram)).view(np.uint8), outside)
+
+
+def red_cell_radius(rgb: np.ndarray, outside: np.ndarray) -> float:
+    """The red cells' radius in pixels, nan when too few are found: the 75th percentile of
+    the distance transform's peaks in the red-cell mask (red_cell_mask, central pallor
+    filled)."""
+    import cv2
+
+    red = red_cell_mask(rgb, outside)
+    if red is None:
         return float("nan")
-    red = cv2.bitwise_and((green < otsu(histogram)).view(np.uint8), outside)
     # fill the central pallor: what a flood of the background from the border cannot reach
     flood = np.pad(1 - red, 1, constant_values=1)
     cv2.floodFill(flood, None, (0, 0), 0)

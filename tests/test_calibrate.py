@@ -154,7 +154,7 @@ def test_a_bright_lamp_is_not_read_as_another_objective(tmp_path):
     assert result.exit_code == 0, result.output
     assert load_model(out).info.spec.zoom == 1.0
     report = json.loads(out.with_suffix(".calibration.json").read_text())
-    assert report["fold_zooms"] == [1.0, 1.0, 1.0]
+    assert [f["zoom"] for f in report["folds_read"]] == [1.0, 1.0, 1.0]
 
 
 @pytest.mark.slow

@@ -24,9 +24,10 @@ fitted = acq.from_dict(load_model(default_model_path()).domain.acquisition)
 rows = list(csv.DictReader(open("runs/sweep/size288/splits/val.csv")))[::2]
 
 def red_radius(rgb, outside, margin):
-    green = np.ascontiguousarray(rgb[..., 1]); h = acq._hist(green, outside)
-    if h.sum() < 100: return np.nan
-    red = cv2.bitwise_and((green < acq.otsu(h)).view(np.uint8), outside)
+    """hemalite.acquisition.red_cell_radius, with peaks closer to the frame than their own
+    radius left out when `margin`."""
+    red = acq.red_cell_mask(rgb, outside)
+    if red is None: return np.nan
     flood = np.pad(1 - red, 1, constant_values=1); cv2.floodFill(flood, None, (0, 0), 0)
     red = cv2.morphologyEx(red | flood[1:-1, 1:-1], cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     d = cv2.distanceTransform(red, cv2.DIST_L2, 5)

@@ -40,6 +40,17 @@ def positions(check: acquisition.AcquisitionCheck, measures: dict) -> np.ndarray
     return np.array(out)
 
 
+def also_referred(right: np.ndarray, score: np.ndarray, thresholds, tag: str) -> str:
+    """Of the accepted images (`right`: each one's call right or not), for each threshold:
+    how many a rule `score > threshold` would also refer, and how right the rest are."""
+    parts = []
+    for t in thresholds:
+        keep = score <= t
+        rest = f"{right[keep].mean():.3f}" if keep.any() else "-"
+        parts.append(f" {tag} {t}: +{(~keep).sum()} referred, rest right {rest} |")
+    return "".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run directory (its splits/ are read)")
@@ -60,12 +71,8 @@ def main() -> None:
                 right.append(row["label"] == model.info.labels[int(np.argmax(a.probabilities))])
                 joint.append(float(np.linalg.norm(positions(check, a.measures))))
         right, joint = np.array(right, bool), np.array(joint)
-        line = f"{str(shift):22s} accepted {len(right):3d}, right {right.mean():.3f} |"
-        for j in JOINT:
-            keep = joint <= j
-            rest = f"{right[keep].mean():.3f}" if keep.any() else "-"
-            line += f" J {j}: +{(~keep).sum()} referred, rest right {rest} |"
-        print(line, flush=True)
+        print(f"{str(shift):22s} accepted {len(right):3d}, right {right.mean():.3f} |"
+              + also_referred(right, joint, JOINT, "J"), flush=True)
 
 
 if __name__ == "__main__":
