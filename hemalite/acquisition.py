@@ -229,6 +229,13 @@ class AcquisitionCheck:
                 weight += w
         return float(np.exp(total / weight)) if weight else float("nan")
 
+    def hue_deviation(self, measures: dict) -> float:
+        """Degrees from training's median hue to the image's (nan when unread)."""
+        value = measures.get("hue", float("nan"))
+        if "hue" not in self.medians or not np.isfinite(value):
+            return float("nan")
+        return _deviation("hue", value, self.medians["hue"])
+
     def values(self, measures: dict) -> dict:
         """The six checked measures of one image (scale derived from the size cues)."""
         return {**{k: measures.get(k, float("nan")) for k in MEASURES if k != "scale"},
