@@ -222,9 +222,19 @@ class Views:
     def at(self, step: Step) -> Outputs:
         if step not in self.cache:
             self.cache[step] = outputs_at(self.model, self.site, step)
-            if self.progress:
-                self.progress.update(1)
+            tick(self.progress)
         return self.cache[step]
+
+
+def tick(progress) -> None:
+    """One step done on a tqdm bar (or nothing without one). How many zooms and colours are
+    read is known only as they settle: past its total the bar's total grows with it, so it
+    never shows more steps done than it expects."""
+    if progress is None:
+        return
+    if progress.total is not None and progress.n >= progress.total:
+        progress.total = progress.n + 1
+    progress.update(1)
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -459,7 +469,8 @@ def recentre_acquisition(fitted: dict, measures: list[dict],
             tail = SITE_ACCEPTANCE_Z * float(np.std(d, ddof=1))
             low, high = min(low, float(np.mean(d)) - tail), max(high, float(np.mean(d)) + tail)
         ranges[name] = [low, high]
-    return {**moved.to_dict(), "ranges": ranges}
+    site = sorted(n for n in ranges if n != "scale" and medians.get(n) != check.medians.get(n))
+    return {**moved.to_dict(), "ranges": ranges, "site": site}
 
 
 @dataclass
@@ -611,8 +622,7 @@ def cross_validate(base: Model, base_bytes: bytes, base_head: Head,
             for j in held:
                 guess[j], reason = decide(model, site.rgb[j])
                 referred[j] = reason is not None
-            if progress:
-                progress.update(1)
+            tick(progress)
     return guess, referred, fits
 
 
@@ -663,8 +673,7 @@ def calibrate(cfg: CalibrateConfig, model_path: str, num_threads: int | None = N
         "base_model": {"name": base.info.name, "version": base.info.version,
                        "sha256": hashlib.sha256(base_bytes).hexdigest()}}
     write_model(base, base_bytes, fitted, provenance, cfg.out)
-    if bar:
-        bar.update(1)
+    tick(bar)
     report = {"config": dataclasses.asdict(cfg), "model": cfg.out, "site_calibration": provenance,
               "images": [os.path.relpath(p, cfg.site_dir) for p in site.paths],
               "before": summary(np.array([g for g, _ in before]),

@@ -52,7 +52,9 @@ class Result:
         if self.error:
             return f"{self.source}: ERROR {self.error}"
         others = ", ".join(f"{name} {p:.3f}" for name, p in self.top[1:])
-        text = f"{self.source}\t{self.label}\t{self.probability:.3f}"
+        # a REFER has no probability of its own: its best guess's is in the detail
+        shown = "-" if self.reason else f"{self.probability:.3f}"
+        text = f"{self.source}\t{self.label}\t{shown}"
         if self.reason:
             text += f"\t{self.reason}: {self.detail} (best guess {self.guess} {self.probability:.3f})"
         return text + (f"\t({others})" if others else "")

@@ -35,7 +35,7 @@ reading), then magnification (an enlarged field also reads as blurred), focus, s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -217,6 +217,11 @@ class AcquisitionCheck:
     medians: dict  # measure -> training median (red_cell_radius, leukocyte_size included)
     ranges: dict  # measure -> [low, high] of its deviation
     size_weights: dict  # red_cell_radius / leukocyte_size -> weight in log scale
+    site: list = field(default_factory=list)  # measures whose median is a calibrated site's
+
+    def whose(self, name: str) -> str:
+        """Whose median a measure is read against, as a REFER detail says it."""
+        return "the site's" if name in self.site else "training's"
 
     def scale(self, measures: dict) -> float:
         """The magnification against training's (1: the same), from whichever size cues
@@ -230,7 +235,8 @@ class AcquisitionCheck:
         return float(np.exp(total / weight)) if weight else float("nan")
 
     def hue_deviation(self, measures: dict) -> float:
-        """Degrees from training's median hue to the image's (nan when unread)."""
+        """Degrees from the reference median hue (training's or a site's) to the image's
+        (nan when unread)."""
         value = measures.get("hue", float("nan"))
         if "hue" not in self.medians or not np.isfinite(value):
             return float("nan")
@@ -269,7 +275,7 @@ class AcquisitionCheck:
         fix = FIXES[(name, side)]
         if kind == "log":
             shown = value if name == "scale" else value / self.medians[name]
-            what = "x training's" if name == "scale" else "of training's median"
+            what = "x training's" if name == "scale" else f"of {self.whose(name)} median"
             limit = np.exp(low) if side == "low" else np.exp(high)
             # enough digits that a value just outside its range does not print as the bound
             digits = 2 if f"{shown:.2f}" != f"{limit:.2f}" else 3
@@ -277,12 +283,14 @@ class AcquisitionCheck:
             return f"{name} {shown:.{digits}f} {what} ({bound}): {fix}"
         if kind == "angle":
             d = _deviation(name, value, self.medians[name])
-            return f"hue {d:+.0f} degrees from training's ({low:+.0f} to {high:+.0f}): {fix}"
+            return (f"hue {d:+.0f} degrees from {self.whose(name)} ({low:+.0f} to {high:+.0f}): "
+                    f"{fix}")
         return f"{name} {value:.0%} (at most {self.medians[name] + high:.0%}): {fix}"
 
     def to_dict(self) -> dict:
-        return {"medians": self.medians, "ranges": self.ranges,
-                "size_weights": self.size_weights}
+        out = {"medians": self.medians, "ranges": self.ranges,
+               "size_weights": self.size_weights}
+        return {**out, "site": self.site} if self.site else out  # convert's files: unchanged
 
 
 # How far from training's median a measure may drift before it is a fault, in robust

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -269,6 +270,14 @@ def test_the_lamp_and_focus_kept_at_training_are_not_moved_the_rest_is():
     assert moved["medians"]["brightness"] > 1.4 * med["brightness"]
     for out in (kept, moved):
         assert abs((out["medians"]["hue"] - med["hue"]) % 360 - 26) < 2
+    # a REFER's detail names whose median it is read against: the site's when it moved
+    from hemalite import acquisition
+
+    dim = {**med, "brightness": med["brightness"] * 0.3}
+    assert "of training's median" in acquisition.from_dict(kept).faults(dim)[0][2]
+    assert "of the site's median" in acquisition.from_dict(moved).faults(dim)[0][2]
+    assert "brightness" not in kept["site"] and "hue" in kept["site"]
+    assert "site" not in fitted  # a convert-made model's check: as before
 
 
 def test_a_recentred_range_still_accepts_what_training_accepted():
@@ -322,3 +331,13 @@ def test_a_calibrated_model_is_not_calibrated_again(site, tmp_path):
     result = run(site, "--out", second, "--model", first)
     assert result.exit_code != 0 and "already calibrated" in result.output
     assert not second.exists()
+
+
+def test_the_progress_bar_grows_with_the_steps_it_did_not_expect():
+    from tqdm import tqdm
+
+    bar = tqdm(total=2, disable=False, file=open(os.devnull, "w"))
+    for _ in range(3):
+        calibrate.tick(bar)
+    assert (bar.n, bar.total) == (3, 3)  # never 3 of 2
+    calibrate.tick(None)  # without a bar: nothing

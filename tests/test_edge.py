@@ -175,8 +175,8 @@ def test_refer_below_min_confidence_is_counted_and_shows_the_best_guess(tiny_tfl
     assert result.exit_code == 0, result.output
     assert "9 REFER" in result.output and result.output.count("\tREFER\t") == 9
     line = next(x for x in result.output.splitlines() if "red_0.jpg" in x)
-    fields = line.split("\t")  # path, REFER, p, reason: detail (best guess), (next class)
-    assert fields[1] == "REFER" and "(best guess red " in fields[3]
+    fields = line.split("\t")  # path, REFER, -, reason: detail (best guess), (next class)
+    assert fields[1:3] == ["REFER", "-"] and "(best guess red " in fields[3]
     assert len(fields) == 5 and fields[4].startswith("(")
     summary = result.output.splitlines()
     header = next(i for i, x in enumerate(summary) if x.startswith("confusion"))
