@@ -469,7 +469,7 @@ def recentre_acquisition(fitted: dict, measures: list[dict],
             tail = SITE_ACCEPTANCE_Z * float(np.std(d, ddof=1))
             low, high = min(low, float(np.mean(d)) - tail), max(high, float(np.mean(d)) + tail)
         ranges[name] = [low, high]
-    site = sorted(n for n in ranges if n != "scale" and medians.get(n) != check.medians.get(n))
+    site = sorted(n for n in medians if medians[n] != check.medians.get(n))  # moved to the site's
     return {**moved.to_dict(), "ranges": ranges, "site": site}
 
 

@@ -275,7 +275,9 @@ class AcquisitionCheck:
         fix = FIXES[(name, side)]
         if kind == "log":
             shown = value if name == "scale" else value / self.medians[name]
-            what = "x training's" if name == "scale" else f"of {self.whose(name)} median"
+            # the magnification is read through the size cues' medians
+            what = (f"x {self.whose('red_cell_radius')}" if name == "scale" else
+                    f"of {self.whose(name)} median")
             limit = np.exp(low) if side == "low" else np.exp(high)
             # enough digits that a value just outside its range does not print as the bound
             digits = 2 if f"{shown:.2f}" != f"{limit:.2f}" else 3

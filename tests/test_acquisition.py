@@ -117,3 +117,40 @@ def test_a_call_that_follows_the_stain_colour_is_referred():
     # otherwise once bluer), and most of the wrong calls the range checks had let through
     assert np.mean(turned) <= 0.1
     assert len(turned) >= 2 * kept.count(False)
+
+
+def test_a_call_that_follows_the_cells_size_is_asked_again_at_trainings_size():
+    """zoom_probe on a real smear seen through a x0.7 objective: the model is asked again on
+    the image zoomed back (its cells read at training's size), and the image is referred
+    for its magnification exactly when that call differs; an ordinary image is not asked."""
+    from hemalite.edge import assess as assessing
+    from hemalite.edge.runtime import default_model_path, load_model
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/all4 not present")
+    model = load_model(default_model_path())
+    check = acquisition.from_dict(model.domain.acquisition)
+    raw = np.asarray(Image.open(sorted(SHARED_DATA.glob("Pre/*.jpg"))[0]).convert("RGB"))
+    pixels = preprocess(raw, model.info.spec)
+    seen = []
+    predict = model.predict
+
+    def spy(x):  # the real model, recording what it was asked
+        seen.append(x)
+        return predict(x)
+
+    object.__setattr__(model, "predict", spy)
+    ordinary = acquisition.measure(pixels)
+    if abs(np.log(check.values(ordinary)["scale"])) <= assessing.ZOOM_PROBE_LOG:
+        assert assessing.zoom_probe(model, pixels, np.eye(4)[0], ordinary) is None
+        assert seen == []  # within the reading's own spread: no second invoke
+    smaller = shifts.magnification(pixels, 0.7)
+    measures = acquisition.measure(smaller)
+    assert check.values(measures)["scale"] < np.exp(-assessing.ZOOM_PROBE_LOG)
+    other = [assessing.zoom_probe(model, smaller, np.eye(4)[c], measures) for c in range(4)]
+    back = int(np.argmax(predict(seen[-1])))  # the call at training's size
+    assert other[back] is None  # the same call: accepted
+    assert all("brought to that size" in d and
+               model.info.labels[back] in d for c, d in enumerate(other) if c != back)
+    rescaled = check.values(acquisition.measure(seen[-1]))["scale"]
+    assert abs(np.log(rescaled)) < 0.1  # the probe's image has training's cell size

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from hemalite import shifts
+from hemalite.contract import preprocess
 from hemalite.edge import calibrate
 from hemalite.edge.cli import calibrate_command, classify_command
 from hemalite.edge.runtime import default_model_path, load_model
@@ -174,6 +175,27 @@ def test_another_stain_colour_is_turned_back(tmp_path):
     assert 9 <= spec.hue <= 21 and spec.zoom == 1.0
     assert abs(np.log(spec.saturation)) < 0.2
     assert f"colour: hue {spec.hue:+g} degrees" in out.with_suffix(".calibration.md").read_text()
+    # the probes (edge-classify's second look with the hue turned back, or at training's
+    # size) are the base model's: at a calibrated site the colour step and the zoom have
+    # done that, so they never ask
+    from hemalite import acquisition
+    from hemalite.edge.assess import stain_turn, zoom_probe
+
+    site, base = load_model(out), load_model(default_model_path())
+    pixels = preprocess(np.asarray(Image.open(next((tmp_path / "site").rglob("*.png")))
+                                   .convert("RGB")), spec)
+    far = {**acquisition.measure(pixels), "hue": (base.domain.acquisition["medians"]["hue"]
+                                                  + 40) % 360}
+    calls = []
+    site.predict = lambda x: calls.append(x) or np.eye(4)[0]
+    assert stain_turn(site, pixels, np.eye(4)[1], far) is None and calls == []
+    base.predict = lambda x: calls.append(x) or np.eye(4)[0]
+    assert stain_turn(base, pixels, np.eye(4)[1], far) is not None and len(calls) == 1
+    med = base.domain.acquisition["medians"]
+    small = {**far, "hue": med["hue"], "red_cell_radius": med["red_cell_radius"] * 0.6,
+             "leukocyte_size": med["leukocyte_size"] * 0.6}
+    assert zoom_probe(site, pixels, np.eye(4)[1], small) is None and len(calls) == 1
+    assert zoom_probe(base, pixels, np.eye(4)[1], small) is not None and len(calls) == 2
 
 
 @pytest.mark.slow
