@@ -46,6 +46,11 @@ STAIN_TURN_DEGREES = 5.0
 # 94.3 -> 97.6), x0.6 and x1.6 one wrong call each, as is none; 16 % of unshifted images
 # asked twice (0.2: 4 %, and two fewer wrong calls caught).
 ZOOM_PROBE_LOG = 0.15
+# Both probes ask only calls under this top probability (the int8 model's highest is 255/256
+# = 0.996): on validation its surest calls held under every turn and zoom but one of the 43
+# wrong calls under hue -30, and unshifted images asked twice fall from 48 to 8 %
+# (scripts/experiments/probe_gate.py).
+PROBE_BELOW = 0.995
 
 
 @dataclass
@@ -95,8 +100,9 @@ def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
         z = model.get_output("domain")  # before the probes' invokes overwrite it
         result.domain_score = check.feature_score(z)
         outlier = check.outlier_score(z)
-        for reason, probe in ((acquisition.MAGNIFICATION, zoom_probe),
-                              (acquisition.STAIN, stain_turn)):
+        probes = (((acquisition.MAGNIFICATION, zoom_probe), (acquisition.STAIN, stain_turn))
+                  if result.probabilities.max() < PROBE_BELOW else ())
+        for reason, probe in probes:
             changed = probe(model, pixels, result.probabilities, result.measures)
             if changed:
                 result.reason, result.detail = reason, changed
