@@ -39,8 +39,8 @@ from hemalite.edge.runtime import Model
 # call; 5 degrees asks 44 % of unshifted images twice, 10 degrees 16 % (hue -30: 86 % right).
 STAIN_TURN_DEGREES = 5.0
 # Likewise for the cells' size: an image whose magnification reading (hemalite.acquisition's
-# scale, about 12 % from image to image on one microscope) is more than 16 % off (|log| >
-# 0.15) is classified again at the zoom that brings its cells to training's size, and a call
+# scale, about 12 % from image to image on one microscope) is more than 16 % larger or 14 %
+# smaller than training's (|log| > 0.15) is classified again at the zoom that brings its cells to training's size, and a call
 # that changes is the objective's. Validation (scripts/experiments/zoom_probe.py): objective
 # x0.7 4 more referred, all wrong calls (accepted 94.2 -> 97.0 % right), x1.5 5 (2 right;
 # 94.3 -> 97.6), x0.6 and x1.6 one wrong call each, as is none; 16 % of unshifted images
@@ -73,9 +73,19 @@ def read_cam(model: Model, classes: int) -> np.ndarray | None:
     return flat.reshape(side, flat.size // (side * classes), classes)
 
 
+def image_cam(model: Model, pixels: np.ndarray) -> np.ndarray | None:
+    """The image's own class-activation maps, invoked again: after assess, the model's
+    last invoke may be a probe's (a zoomed or recoloured copy), not this image's."""
+    if not model.has_output("cam"):
+        return None
+    model.predict(pixels)
+    return read_cam(model, len(model.info.labels))
+
+
 def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
            domain_check: bool = True, measures: dict | None = None) -> Assessment:
-    """Invoke once and decide whether the label can stand (see the module docstring).
+    """Invoke and decide whether the label can stand (see the module docstring); the probes
+    may invoke once or twice more, on copies, overwriting the model's outputs.
     `measures`: hemalite.acquisition.measure(pixels) when the caller has already made it."""
     probs = model.predict(pixels)
     result = Assessment(probs, cam=read_cam(model, len(probs)))
@@ -124,8 +134,8 @@ def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
 def stain_turn(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
                measures: dict) -> str | None:
     """The REFER detail when the call follows the stain's colour, else None: with the
-    image's hue more than STAIN_TURN_DEGREES from the reference median (training's, or a
-    calibrated site's), the model is asked again with the hue turned back (turn_hue), and a
+    image's hue more than STAIN_TURN_DEGREES from training's median, the model is asked
+    again with the hue turned back (turn_hue), and a
     different call means the colour, not the cells, decided it (under a stain batch or
     white balance 30 degrees off, most of what the range checks let through). A second
     invoke: it overwrites the model's other outputs. Not at a calibrated site: its colour
@@ -152,10 +162,12 @@ def stain_turn(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
 def zoom_probe(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
                measures: dict) -> str | None:
     """The REFER detail when the call follows the cells' size, else None: with the image's
-    magnification reading more than ZOOM_PROBE_LOG (in log) from the reference (training's,
-    or a calibrated site's), the model is asked again with the image zoomed by its inverse
-    (the contract's zoom, as a calibrated site's objective is undone), and a different call
-    means the size of the cells, not their look, decided it. A second invoke. Not at a
+    magnification reading more than ZOOM_PROBE_LOG from training's in log (cells 16 %
+    larger or 14 % smaller), the model is asked again with its input zoomed by the inverse
+    (the contract's zoom, applied to the model-size pixels: a calibrated site's zoom works
+    on the whole decoded image, at a higher resolution where the camera gives one), and a
+    different call means the size of the cells, not their look, decided it. A second
+    invoke. Not at a
     calibrated site (its zoom has undone its objective; there the probe cost 0.4 points of
     right on the test split's 12 sites, 0.6 on validation's: a brighter lamp's red cells
     read small, and the probe asked those images at the wrong size)."""
@@ -168,8 +180,7 @@ def zoom_probe(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
     if not np.isfinite(scale) or scale <= 0 or abs(np.log(scale)) <= ZOOM_PROBE_LOG:
         return None
     labels = model.info.labels
-    # the pixels already carry a site's colour step: only the zoom is applied again
-    spec = dataclasses.replace(model.info.spec, zoom=1.0 / scale, hue=0.0, saturation=1.0)
+    spec = dataclasses.replace(model.info.spec, zoom=1.0 / scale)
     call = int(np.argmax(probabilities))
     other = int(np.argmax(model.predict(preprocess(pixels, spec))))
     if other == call:

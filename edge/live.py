@@ -115,14 +115,14 @@ def _draw(model: Model, rgb: np.ndarray, pixels: np.ndarray, frame: Frame, check
 
 
 def live_heatmap(model: Model, rgb: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """The frame with the predicted class's heatmap blended over it. The frame is invoked
-    again: the last invoke may have been assess's stain check, on a recoloured copy."""
-    from hemalite.edge.assess import heatmap_panel, read_cam, visible_mask
+    """The frame with the predicted class's heatmap blended over it (its own maps: the last
+    invoke may have been a probe's, on a zoomed or recoloured copy)."""
+    from hemalite.edge.assess import heatmap_panel, image_cam, visible_mask
 
-    if not model.has_output("cam"):
+    cam = image_cam(model, pixels)
+    if cam is None:
         return rgb
-    label = int(model.predict(pixels).argmax())
-    cam = read_cam(model, len(model.info.labels))
+    label = int(model.get_scores().argmax())
     width = rgb.shape[1]
     panel = heatmap_panel(rgb, pixels, cam, label, visible=visible_mask(model, pixels))
     return panel[:, width:2 * width]

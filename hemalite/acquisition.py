@@ -212,9 +212,10 @@ def _deviation(name: str, value: float, median: float) -> float:
 @dataclass
 class AcquisitionCheck:
     """Fitted on training images: each measure's training median and its range (on the
-    deviation scale of MEASURES), and the weights that combine the two size cues."""
+    deviation scale of MEASURES), and the weights that combine the two size cues. A site
+    calibration (edge-calibrate) moves some medians to the site's and lists them in `site`."""
 
-    medians: dict  # measure -> training median (red_cell_radius, leukocyte_size included)
+    medians: dict  # measure -> reference median (red_cell_radius, leukocyte_size included)
     ranges: dict  # measure -> [low, high] of its deviation
     size_weights: dict  # red_cell_radius / leukocyte_size -> weight in log scale
     site: list = field(default_factory=list)  # measures whose median is a calibrated site's
@@ -360,4 +361,14 @@ def fit(measures: list[dict], widths: dict | None = None) -> AcquisitionCheck:
 
 
 def from_dict(data: dict) -> AcquisitionCheck:
+    """The check as domain.json stores it; a field this version does not know is a model
+    made by a newer hemalite: one line, not a TypeError."""
+    from dataclasses import fields
+
+    from hemalite.metadata import MetadataError
+
+    unknown = set(data) - {f.name for f in fields(AcquisitionCheck)}
+    if unknown:
+        raise MetadataError(f"the model's acquisition check has fields this hemalite does not "
+                            f"know ({', '.join(sorted(unknown))}): update hemalite")
     return AcquisitionCheck(**data)

@@ -358,8 +358,9 @@ def test_a_calibrated_model_is_not_calibrated_again(site, tmp_path):
 def test_the_progress_bar_grows_with_the_steps_it_did_not_expect():
     from tqdm import tqdm
 
-    bar = tqdm(total=2, disable=False, file=open(os.devnull, "w"))
-    for _ in range(3):
-        calibrate.tick(bar)
-    assert (bar.n, bar.total) == (3, 3)  # never 3 of 2
+    with open(os.devnull, "w") as devnull:
+        bar = tqdm(total=2, disable=False, file=devnull)
+        for _ in range(3):
+            calibrate.tick(bar)
+        assert (bar.n, bar.total) == (3, 3)  # never 3 of 2
     calibrate.tick(None)  # without a bar: nothing

@@ -438,3 +438,75 @@ def test_results_go_into_a_new_folder_and_an_unwritable_one_is_one_line(tiny_tfl
                      tmp_path / "file" / "r.csv", *NOT_SMEARS)
     assert result.exit_code == 2 and "cannot write" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_call_that_follows_the_stain_colour_is_referred():
+    """The stain probe on real smears: under a stain 30 degrees bluer the range checks let
+    through images the bundled model calls by their colour; turning the hue back changes
+    those calls, and the image is referred for its stain, while unshifted images are
+    (nearly) never turned away."""
+    from hemalite import acquisition, shifts
+    from hemalite.contract import preprocess
+    from hemalite.edge.assess import assess
+    from tests.helpers import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/all4 not present")
+    model = runtime.load_model(runtime.default_model_path())
+    files = sorted(SHARED_DATA.glob("*/*.jpg"))[::20]
+    truth = [model.info.labels.index(f.parent.name) for f in files]  # class folders
+    images = [preprocess(np.asarray(Image.open(f).convert("RGB")), model.info.spec)
+              for f in files]
+    as_is = [assess(model, i) for i in images]
+    assert sum("turned back" in a.detail for a in as_is) <= 0.02 * len(images)
+    bluer = [assess(model, shifts.hue(i, -30.0)) for i in images]
+    right = [int(np.argmax(a.probabilities)) == t for a, t in zip(bluer, truth)]
+    turned = [ok for a, ok in zip(bluer, right) if "turned back" in a.detail]
+    kept = [ok for a, ok in zip(bluer, right) if a.reason is None]
+    assert all(a.reason == acquisition.STAIN for a in bluer if "turned back" in a.detail)
+    assert "white balance" in next(a.detail for a in bluer if "turned back" in a.detail)
+    # the turned calls are the wrong ones (Pro-B slides called otherwise once bluer), and
+    # most of the wrong calls the range checks had let through
+    assert np.mean(turned) <= 0.1
+    assert len(turned) >= 2 * kept.count(False)
+
+
+def test_a_call_that_follows_the_cells_size_is_asked_again_at_trainings_size():
+    """The zoom probe on a real smear seen through a x0.7 objective: the model is asked
+    again on the image zoomed back (its cells read at training's size), and the image is
+    referred for its magnification exactly when that call differs; an image whose cells
+    read at training's size is not asked."""
+    from hemalite import acquisition, shifts
+    from hemalite.contract import preprocess
+    from hemalite.edge import assess as assessing
+    from tests.helpers import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/all4 not present")
+    model = runtime.load_model(runtime.default_model_path())
+    check = acquisition.from_dict(model.domain.acquisition)
+    raw = np.asarray(Image.open(sorted(SHARED_DATA.glob("Pre/*.jpg"))[0]).convert("RGB"))
+    pixels = preprocess(raw, model.info.spec)
+    seen = []
+    predict = model.predict
+
+    def spy(x):  # the real model, recording what it was asked
+        seen.append(x)
+        return predict(x)
+
+    model.predict = spy
+    med = model.domain.acquisition["medians"]
+    at_size = {**acquisition.measure(pixels), "red_cell_radius": med["red_cell_radius"],
+               "leukocyte_size": med["leukocyte_size"]}
+    assert assessing.zoom_probe(model, pixels, np.eye(4)[0], at_size) is None
+    assert seen == []  # within the reading's own spread: no second invoke
+    smaller = shifts.magnification(pixels, 0.7)
+    measures = acquisition.measure(smaller)
+    assert check.values(measures)["scale"] < np.exp(-assessing.ZOOM_PROBE_LOG)
+    other = [assessing.zoom_probe(model, smaller, np.eye(4)[c], measures) for c in range(4)]
+    back = int(np.argmax(predict(seen[-1])))  # the call at training's size
+    assert other[back] is None  # the same call: accepted
+    assert all("brought to that size" in d and f"to {model.info.labels[back]} when" in d
+               for c, d in enumerate(other) if c != back)
+    rescaled = check.values(acquisition.measure(seen[-1]))["scale"]
+    assert abs(np.log(rescaled)) < 0.1  # the probe's image has training's cell size

@@ -28,7 +28,7 @@ import numpy as np
 from hemalite.contract import ImageError, is_image_name, load_image, preprocess
 from hemalite.edge import cases as edge_cases
 from hemalite.edge import live, runtime, sources
-from hemalite.edge.assess import heatmap_panel, read_cam, visible_mask
+from hemalite.edge.assess import heatmap_panel, image_cam, visible_mask
 from hemalite.edge.classify import (REFER, Checks, ClassifyConfig, Result, ResultWriter,
                                     Summary, classify, ground_truth, write_config)
 from hemalite.errors import HemaliteError
@@ -368,7 +368,7 @@ class Session:
         with self._lock:
             result = classify(self.model, pixels, self.summary, self.config.top_k, self.checks,
                               source)
-            cam = read_cam(self.model, len(self.labels))  # this invoke's maps
+            cam = image_cam(self.model, pixels)  # its own maps, not a probe's
         result.truth, result.time_s = truth, keep.pop("time_s", None)
         panel = None
         if cam is not None:  # as edge-classify --heatmaps draws it, on what the model saw
@@ -560,7 +560,7 @@ class LiveFeed:
         text = live.frame_text(frame.result)
         plain = jpeg(sources.overlay(rgb, text, frame.fps)[..., ::-1])
         heat = None
-        if self._watched(self._heat_seen):  # the model still holds this frame's invoke
+        if self._watched(self._heat_seen):  # live_heatmap invokes the frame again
             shown = live.live_heatmap(self.model, rgb, preprocess(rgb, self.model.info.spec))
             heat = jpeg(sources.overlay(shown, text, frame.fps)[..., ::-1])
         with self._changed:

@@ -12,21 +12,52 @@ under lamp x1.1 is read as zoom 1.1-1.13 (docs/calibration.md), and the zoom pro
 such images at the wrong size. A clipping-proof red-cell reading needs a refit of the
 bundled model's check: left for the next session.
 """
-import csv, numpy as np
+from __future__ import annotations
+
+import argparse
+import csv
 from pathlib import Path
+
+import numpy as np
+
 from hemalite import acquisition, shifts
 from hemalite.contract import load_image, preprocess
 from hemalite.edge.runtime import load_model
-model = load_model("hemalite/models/hemalite_int8.tflite")
-check = acquisition.from_dict(model.domain.acquisition)
-rows = [r["path"] for r in csv.DictReader(open("runs/sweep/size288/splits/val.csv"))]
-px = [preprocess(load_image(Path("../shared/data/all4", p)), model.info.spec) for p in rows]
-base = [acquisition.measure(x) for x in px]
-for f in (0.85, 0.9, 1.1, 1.2, 1.3):
-    m = [acquisition.measure(shifts.brightness(x, f)) for x in px]
-    out = []
-    for cue in ("red_cell_radius", "leukocyte_size"):
-        r = np.array([a[cue] / b[cue] for a, b in zip(m, base)])
-        out.append(f"{cue} median ratio {np.nanmedian(r):.3f} (read {np.isfinite(r).mean():.2f})")
-    s = np.array([check.scale(a) / check.scale(b) for a, b in zip(m, base)])
-    print(f"lamp x{f}: " + "; ".join(out) + f"; scale {np.nanmedian(s):.3f}", flush=True)
+
+
+def split_rows(split: str, run: Path) -> list[tuple[str, str]]:
+    manifest = ("hemalite/models/test_split.csv" if split == "test"
+                else run / "splits" / f"{split}.csv")
+    with open(manifest, newline="") as fh:
+        return [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+
+
+LAMPS = (0.85, 0.9, 1.1, 1.2, 1.3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("split", nargs="?", default="val", help="val or test")
+    parser.add_argument("--run", type=Path, default=Path("runs/sweep/size288"))
+    parser.add_argument("--model", default="hemalite/models/hemalite_int8.tflite")
+    parser.add_argument("--data", default="../shared/data/all4")
+    args = parser.parse_args()
+    model = load_model(args.model)
+    check = acquisition.from_dict(model.domain.acquisition)
+    pixels = [preprocess(load_image(Path(args.data, p)), model.info.spec)
+              for p, _ in split_rows(args.split, args.run)]
+    base = [acquisition.measure(x) for x in pixels]
+    for lamp in LAMPS:
+        lit = [acquisition.measure(shifts.brightness(x, lamp)) for x in pixels]
+        out = []
+        for cue in ("red_cell_radius", "leukocyte_size"):
+            r = np.array([a[cue] / b[cue] for a, b in zip(lit, base)])
+            out.append(f"{cue} median ratio {np.nanmedian(r):.3f} "
+                       f"(read {np.isfinite(r).mean():.2f})")
+        scale = np.array([check.scale(a) / check.scale(b) for a, b in zip(lit, base)])
+        print(f"lamp x{lamp}: " + "; ".join(out) + f"; scale {np.nanmedian(scale):.3f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,38 +11,74 @@ unsharp mask 87.4-94.6 % (every strength worse); contrast x1.2 98.1 -> 98.9 % wi
 was trained through these shifts: what it survives, an inverse does not improve, and a sharpened
 or re-exposed image is one it never saw. Not an ingredient of edge-calibrate.
 """
-import csv, sys, numpy as np
+from __future__ import annotations
+
+import argparse
+import csv
 from pathlib import Path
+
+import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
+
 from hemalite import shifts
 from hemalite.contract import load_image, preprocess
 from hemalite.edge.runtime import load_model
-DATA = Path("../shared/data/all4")
-split = sys.argv[1] if len(sys.argv) > 1 else "val"
-man = "hemalite/models/test_split.csv" if split == "test" else f"runs/sweep/size288/splits/{split}.csv"
-rows = [(r["path"], r["label"]) for r in csv.DictReader(open(man))]
-model = load_model("hemalite/models/hemalite_int8.tflite")
-spec = model.info.spec if hasattr(model.info, "spec") else None
-labels = list(model.info.labels)
-truth = np.array([labels.index(l) for _, l in rows])
-base = [load_image(DATA / p) for p, _ in rows]
-pil = lambda a: Image.fromarray(a)
-def usm(r, p): return lambda a: np.asarray(pil(a).filter(ImageFilter.UnsharpMask(r, p, 0)))
-def gain(g): return lambda a: np.asarray(ImageEnhance.Brightness(pil(a)).enhance(g))
-def con(g): return lambda a: np.asarray(ImageEnhance.Contrast(pil(a)).enhance(g))
-def ident(a): return a
-cases = {
- ("brightness", 1.2): {"none": ident, "gain 1/1.2": gain(1/1.2), "gain 1/1.1": gain(1/1.1)},
- ("blur", 1.5): {"none": ident, "usm r2 p100": usm(2, 100), "usm r2 p200": usm(2, 200), "usm r1.5 p150": usm(1.5, 150), "usm r3 p150": usm(3, 150)},
- ("contrast", 1.2): {"none": ident, "contrast 1/1.2": con(1/1.2)},
- ("jpeg", 30): {"none": ident, "usm r2 p50": usm(2, 50)},
- (None, None): {"none": ident, "usm r2 p100": usm(2, 100), "gain 1/1.1": gain(1/1.1)},
+
+
+def split_rows(split: str, run: Path) -> list[tuple[str, str]]:
+    manifest = ("hemalite/models/test_split.csv" if split == "test"
+                else run / "splits" / f"{split}.csv")
+    with open(manifest, newline="") as fh:
+        return [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+
+
+def unsharp(radius: float, percent: int):
+    return lambda a: np.asarray(Image.fromarray(a).filter(
+        ImageFilter.UnsharpMask(radius, percent, 0)))
+
+
+def gain(g: float):
+    return lambda a: np.asarray(ImageEnhance.Brightness(Image.fromarray(a)).enhance(g))
+
+
+def contrast(g: float):
+    return lambda a: np.asarray(ImageEnhance.Contrast(Image.fromarray(a)).enhance(g))
+
+
+def same(a):
+    return a
+
+
+CASES = {  # shift -> the inverses tried
+    ("brightness", 1.2): {"none": same, "gain 1/1.2": gain(1 / 1.2), "gain 1/1.1": gain(1 / 1.1)},
+    ("blur", 1.5): {"none": same, "usm r2 p100": unsharp(2, 100), "usm r2 p200": unsharp(2, 200),
+                    "usm r1.5 p150": unsharp(1.5, 150), "usm r3 p150": unsharp(3, 150)},
+    ("contrast", 1.2): {"none": same, "contrast 1/1.2": contrast(1 / 1.2)},
+    ("jpeg", 30): {"none": same, "usm r2 p50": unsharp(2, 50)},
+    (None, None): {"none": same, "usm r2 p100": unsharp(2, 100), "gain 1/1.1": gain(1 / 1.1)},
 }
-for (name, v), invs in cases.items():
-    shifted = [shifts.apply_shift(a, name, v) if name else a for a in base]
-    for iname, f in invs.items():
-        x = np.stack([preprocess(f(a), model.info.spec) for a in shifted])
-        p = model.predict_batch(x)
-        acc = (p.argmax(1) == truth).mean()
-        nll = -np.log(np.maximum(p[np.arange(len(p)), truth], 1e-6)).mean()
-        print(f"{split} {name} {v} | {iname:14s} best guess {acc*100:.1f} %  nll {nll:.3f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("split", nargs="?", default="val", help="val or test")
+    parser.add_argument("--run", type=Path, default=Path("runs/sweep/size288"))
+    parser.add_argument("--model", default="hemalite/models/hemalite_int8.tflite")
+    parser.add_argument("--data", default="../shared/data/all4")
+    args = parser.parse_args()
+    rows = split_rows(args.split, args.run)
+    model = load_model(args.model)
+    truth = np.array([model.info.labels.index(label) for _, label in rows])
+    base = [load_image(Path(args.data, p)) for p, _ in rows]
+    for (name, value), inverses in CASES.items():
+        shifted = [shifts.apply_shift(a, name, value) if name else a for a in base]
+        for label, inverse in inverses.items():
+            p = model.predict_batch(np.stack([preprocess(inverse(a), model.info.spec)
+                                              for a in shifted]))
+            nll = -np.log(np.maximum(p[np.arange(len(p)), truth], 1e-6)).mean()
+            print(f"{args.split} {name} {value} | {label:14s} best guess "
+                  f"{(p.argmax(1) == truth).mean() * 100:.1f} %  nll {nll:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
