@@ -20,6 +20,7 @@ The label is still computed for every image: a REFER keeps the model's best gues
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +41,12 @@ from hemalite.edge.runtime import Model
 STAIN_TURN_DEGREES = 5.0
 # Likewise for the cells' size: an image whose magnification reading (hemalite.acquisition's
 # scale, about 12 % from image to image on one microscope) is more than 16 % larger or 14 %
-# smaller than training's (|log| > 0.15) is classified again at the zoom that brings its cells to training's size, and a call
-# that changes is the objective's. Validation (scripts/experiments/zoom_probe.py): objective
-# x0.7 4 more referred, all wrong calls (accepted 94.2 -> 97.0 % right), x1.5 5 (2 right;
-# 94.3 -> 97.6), x0.6 and x1.6 one wrong call each, as is none; 16 % of unshifted images
-# asked twice (0.2: 4 %, and two fewer wrong calls caught).
+# smaller than training's (|log| > 0.15) is classified again at the zoom that brings its
+# cells to training's size, and a call that changes is the objective's. Validation
+# (scripts/experiments/zoom_probe.py): objective x0.7 4 more referred, all wrong calls
+# (accepted 94.2 -> 97.0 % right), x1.5 5 (2 right; 94.3 -> 97.6), x0.6 and x1.6 one wrong
+# call each, as is none; 16 % of unshifted images asked twice (0.2: 4 %, and two fewer
+# wrong calls caught).
 ZOOM_PROBE_LOG = 0.15
 # Both probes ask only calls under this top probability (the int8 model's highest is 255/256
 # = 0.996): on validation its surest calls held under every turn and zoom but one of the 43
@@ -135,13 +137,12 @@ def stain_turn(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
                measures: dict) -> str | None:
     """The REFER detail when the call follows the stain's colour, else None: with the
     image's hue more than STAIN_TURN_DEGREES from training's median, the model is asked
-    again with the hue turned back (turn_hue), and a
-    different call means the colour, not the cells, decided it (under a stain batch or
-    white balance 30 degrees off, most of what the range checks let through). A second
-    invoke: it overwrites the model's other outputs. Not at a calibrated site: its colour
-    step has turned the site's stain back, the labels validated it, and there the probe
-    referred right calls (test split, 12 sites: about 20 right and 3 wrong; the mean right
-    94.9 against 95.4 % without it)."""
+    again with the hue turned back (turn_hue), and a different call means the colour, not
+    the cells, decided it (under a stain batch or white balance 30 degrees off, most of what
+    the range checks let through). A second invoke: it overwrites the model's other outputs.
+    Not at a calibrated site: its colour step has turned the site's stain back, the labels
+    validated it, and there the probe referred right calls (test split, 12 sites: about 20
+    right and 3 wrong; the mean right 94.9 against 95.4 % without it)."""
     if not model.domain.acquisition or model.info.extra.get("site_calibration"):
         return None  # a calibrated site's colour step has turned its stain back already
     check = acquisition.from_dict(model.domain.acquisition)
@@ -153,7 +154,7 @@ def stain_turn(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
     other = int(np.argmax(model.predict(turn_hue(pixels, -off))))
     if other == call:
         return None
-    return (f"hue {off:+.0f} degrees from {check.whose('hue')}: the call changes from "
+    return (f"hue {off:+.0f} degrees from training's: the call changes from "
             f"{labels[call]} to {labels[other]} when it is turned back, so the stain's colour "
             f"decided it: check the stain batch and the camera's white balance (another lab's "
             f"stain: edge-calibrate)")
@@ -167,12 +168,9 @@ def zoom_probe(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
     (the contract's zoom, applied to the model-size pixels: a calibrated site's zoom works
     on the whole decoded image, at a higher resolution where the camera gives one), and a
     different call means the size of the cells, not their look, decided it. A second
-    invoke. Not at a
-    calibrated site (its zoom has undone its objective; there the probe cost 0.4 points of
-    right on the test split's 12 sites, 0.6 on validation's: a brighter lamp's red cells
-    read small, and the probe asked those images at the wrong size)."""
-    import dataclasses
-
+    invoke. Not at a calibrated site (its zoom has undone its objective; there the probe
+    cost 0.4 points of right on the test split's 12 sites, 0.6 on validation's: a brighter
+    lamp's red cells read small, and the probe asked those images at the wrong size)."""
     if not model.domain.acquisition or model.info.extra.get("site_calibration"):
         return None  # a calibrated site's zoom has brought its cells to training's size
     check = acquisition.from_dict(model.domain.acquisition)
@@ -185,7 +183,7 @@ def zoom_probe(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
     other = int(np.argmax(model.predict(preprocess(pixels, spec))))
     if other == call:
         return None
-    return (f"cells x{scale:.2f} {check.whose('red_cell_radius')} size: the call changes from "
+    return (f"cells x{scale:.2f} training's size: the call changes from "
             f"{labels[call]} to {labels[other]} when they are brought to that size, so their "
             f"size decided it: check the objective and the camera's zoom (another objective: "
             f"edge-calibrate)")
