@@ -183,10 +183,10 @@ def zoom_probe(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
     other = int(np.argmax(model.predict(preprocess(pixels, spec))))
     if other == call:
         return None
-    return (f"cells x{scale:.2f} training's size: the call changes from "
-            f"{labels[call]} to {labels[other]} when they are brought to that size, so their "
-            f"size decided it: check the objective and the camera's zoom (another objective: "
-            f"edge-calibrate)")
+    fix = acquisition.FIXES[("scale", "low" if scale < 1 else "high")]
+    return (f"scale {scale:.2f} x training's: the call changes from {labels[call]} to "
+            f"{labels[other]} when the image is zoomed to training's cell size, so the cells' "
+            f"size decided it: {fix} (another objective: edge-calibrate)")
 
 
 def turn_hue(pixels: np.ndarray, degrees: float) -> np.ndarray:

@@ -114,10 +114,14 @@ def classify_command(paths, model_path, manifest, data_root, camera, picamera, v
     """Classify peripheral blood smear images as Benign, Early Pre-B, Pre-B or Pro-B ALL.
 
     PATHS may be image files, folders (searched recursively) or globs. One line per
-    image: path, label, probability (and the next classes with --top-k). When images sit
-    in class folders named after the labels, directly under a folder given (at any depth
-    below them), the summary adds accuracy and a confusion matrix. A bad file gets one
-    error line and the run goes on; the exit code is 1 when any input failed.
+    image: path, label, probability (and the next classes with --top-k). An image the
+    model should not judge is REFER, with '-' for its probability, its reason and what to
+    fix at the microscope, then its best guess: no-leukocyte, exposure (the lamp),
+    magnification (the objective), out-of-focus, stain (the stain or white balance),
+    out-of-domain, low-confidence (README: REFER reasons). When images sit in class folders
+    named after the labels, directly under a folder given (at any depth below them), the
+    summary adds accuracy and a confusion matrix. A bad file gets one error line and the
+    run goes on; the exit code is 1 when any input failed.
 
     \b
     Examples:

@@ -286,8 +286,10 @@ class AcquisitionCheck:
             return f"{name} {shown:.{digits}f} {what} ({bound}): {fix}"
         if kind == "angle":
             d = _deviation(name, value, self.medians[name])
-            return (f"hue {d:+.0f} degrees from {self.whose(name)} ({low:+.0f} to {high:+.0f}): "
-                    f"{fix}")
+            bound = low if side == "low" else high
+            digits = 0 if f"{d:+.0f}" != f"{bound:+.0f}" else 1  # -22.4 outside -22.3
+            return (f"hue {d:+.{digits}f} degrees from {self.whose(name)} ({low:+.{digits}f} to "
+                    f"{high:+.{digits}f}): {fix}")
         return f"{name} {value:.0%} (at most {self.medians[name] + high:.0%}): {fix}"
 
     def to_dict(self) -> dict:

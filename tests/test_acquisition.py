@@ -89,6 +89,13 @@ def test_a_value_just_outside_its_range_does_not_print_as_the_bound():
     assert detail.startswith("strength 0.439 of training's median (at least 0.440)")
     assert check.describe("strength", "low", {"strength": 0.30}).startswith(
         "strength 0.30 of training's median (at least 0.44)")
+    # a hue just past its bound: one decimal, not "hue -22 degrees ... (-22 to +20)"
+    hue = acquisition.AcquisitionCheck({"hue": 250.0}, {"hue": [-22.3, 19.6]}, {})
+    assert hue.faults({"hue": 250.0 - 22.4})
+    assert hue.describe("hue", "low", {"hue": 250.0 - 22.4}).startswith(
+        "hue -22.4 degrees from training's (-22.3 to +19.6)")
+    assert hue.describe("hue", "low", {"hue": 250.0 - 30}).startswith(
+        "hue -30 degrees from training's (-22 to +20)")
 
 
 

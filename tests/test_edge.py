@@ -506,7 +506,8 @@ def test_a_call_that_follows_the_cells_size_is_asked_again_at_trainings_size():
     other = [assessing.zoom_probe(model, smaller, np.eye(4)[c], measures) for c in range(4)]
     back = int(np.argmax(predict(seen[-1])))  # the call at training's size
     assert other[back] is None  # the same call: accepted
-    assert all("brought to that size" in d and f"to {model.info.labels[back]} when" in d
+    assert all("zoomed to training's cell size" in d and "higher-power objective" in d
+               and f"to {model.info.labels[back]} when" in d
                for c, d in enumerate(other) if c != back)
     rescaled = check.values(acquisition.measure(seen[-1]))["scale"]
     assert abs(np.log(rescaled)) < 0.1  # the probe's image has training's cell size
