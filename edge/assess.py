@@ -143,9 +143,9 @@ def stain_turn(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
     Not at a calibrated site: its colour step has turned the site's stain back, the labels
     validated it, and there the probe referred right calls (test split, 12 sites: about 20
     right and 3 wrong; the mean right 94.9 against 95.4 % without it)."""
-    if not model.domain.acquisition or model.info.extra.get("site_calibration"):
+    check = model.domain.acquisition_check
+    if check is None or model.info.extra.get("site_calibration"):
         return None  # a calibrated site's colour step has turned its stain back already
-    check = acquisition.from_dict(model.domain.acquisition)
     off = check.hue_deviation(measures)
     if not np.isfinite(off) or abs(off) <= STAIN_TURN_DEGREES:
         return None
@@ -171,9 +171,9 @@ def zoom_probe(model: Model, pixels: np.ndarray, probabilities: np.ndarray,
     invoke. Not at a calibrated site (its zoom has undone its objective; there the probe
     cost 0.4 points of right on the test split's 12 sites, 0.6 on validation's: a brighter
     lamp's red cells read small, and the probe asked those images at the wrong size)."""
-    if not model.domain.acquisition or model.info.extra.get("site_calibration"):
+    check = model.domain.acquisition_check
+    if check is None or model.info.extra.get("site_calibration"):
         return None  # a calibrated site's zoom has brought its cells to training's size
-    check = acquisition.from_dict(model.domain.acquisition)
     scale = check.values(measures)["scale"]
     if not np.isfinite(scale) or scale <= 0 or abs(np.log(scale)) <= ZOOM_PROBE_LOG:
         return None

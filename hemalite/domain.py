@@ -22,6 +22,7 @@ is never used. The fitted numbers travel inside the .tflite as `domain.json`. nu
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -98,11 +99,15 @@ class DomainCheck:
             return None
         return float(np.ravel(z) @ np.asarray(self.outlier["weights"]) + self.outlier["bias"])
 
+    @functools.cached_property
+    def acquisition_check(self) -> acquisition.AcquisitionCheck | None:
+        """The acquisition check, parsed once (it is asked about every image)."""
+        return acquisition.from_dict(self.acquisition) if self.acquisition else None
+
     def acquisition_faults(self, measures: dict) -> list[tuple[float, str, str]]:
         """(severity, reason, detail) of what is wrong at the microscope, worst first."""
-        if not self.acquisition:
-            return []
-        return acquisition.from_dict(self.acquisition).faults(measures)
+        check = self.acquisition_check
+        return check.faults(measures) if check else []
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), indent=1).encode()

@@ -14,34 +14,21 @@ bundled model's check: left for the next session.
 """
 from __future__ import annotations
 
-import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
+from common import arguments, split_rows  # this script's folder is on sys.path
 
 from hemalite import acquisition, shifts
 from hemalite.contract import load_image, preprocess
 from hemalite.edge.runtime import load_model
 
 
-def split_rows(split: str, run: Path) -> list[tuple[str, str]]:
-    manifest = ("hemalite/models/test_split.csv" if split == "test"
-                else run / "splits" / f"{split}.csv")
-    with open(manifest, newline="") as fh:
-        return [(r["path"], r["label"]) for r in csv.DictReader(fh)]
-
-
 LAMPS = (0.85, 0.9, 1.1, 1.2, 1.3)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("split", nargs="?", default="val", help="val or test")
-    parser.add_argument("--run", type=Path, default=Path("runs/sweep/size288"))
-    parser.add_argument("--model", default="hemalite/models/hemalite_int8.tflite")
-    parser.add_argument("--data", default="../shared/data/all4")
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     model = load_model(args.model)
     check = acquisition.from_dict(model.domain.acquisition)
     pixels = [preprocess(load_image(Path(args.data, p)), model.info.spec)

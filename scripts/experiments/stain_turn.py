@@ -1,7 +1,7 @@
 """Does the call follow the stain's colour? Ask again with the hue turned back (issue #30,
 session 17; adopted as hemalite.edge.assess.stain_turn)
 
-    .venv/bin/python scripts/experiments/stain_turn.py --split val [--extra 7.7]
+    .venv/bin/python scripts/experiments/stain_turn.py val [--extra 7.7]
 
 Each image of the split through each stain and other shift, assessed as edge-classify did
 before the rule (the bundled int8 model, its stored range checks); each accepted image whose
@@ -29,11 +29,10 @@ Benign's spread 12): the rule's second invoke.
 """
 from __future__ import annotations
 
-import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
+from common import arguments, split_rows  # this script's folder is on sys.path
 
 from hemalite import acquisition, shifts
 from hemalite.contract import load_image, preprocess
@@ -47,18 +46,11 @@ TURNS = (0.0, 5.0, 8.0, 10.0, 15.0)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", default="val", help="val or test")
-    parser.add_argument("--run", type=Path, default=Path("runs/sweep/size288"))
-    parser.add_argument("--model", default="hemalite/models/hemalite_int8.tflite")
-    parser.add_argument("--data", default="../shared/data/all4")
+    parser = arguments(__doc__)
     parser.add_argument("--extra", type=float, default=None, help="v2's second target")
     args = parser.parse_args()
     assessing.STAIN_TURN_DEGREES = float("inf")  # the range checks only: the rule is scored here
-    manifest = ("hemalite/models/test_split.csv" if args.split == "test"
-                else args.run / "splits" / f"{args.split}.csv")
-    with open(manifest, newline="") as fh:
-        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+    rows = split_rows(args.split, args.run)
     model = load_model(args.model)
     labels, check = model.info.labels, acquisition.from_dict(model.domain.acquisition)
     images = [preprocess(load_image(Path(args.data, p)), model.info.spec) for p, _ in rows]

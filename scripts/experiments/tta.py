@@ -11,22 +11,14 @@ best guess by less than a point either way, for up to 8 invokes an image.
 """
 from __future__ import annotations
 
-import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
+from common import arguments, split_rows  # this script's folder is on sys.path
 
 from hemalite import shifts
 from hemalite.contract import load_image, preprocess
 from hemalite.edge.runtime import load_model
-
-
-def split_rows(split: str, run: Path) -> list[tuple[str, str]]:
-    manifest = ("hemalite/models/test_split.csv" if split == "test"
-                else run / "splits" / f"{split}.csv")
-    with open(manifest, newline="") as fh:
-        return [(r["path"], r["label"]) for r in csv.DictReader(fh)]
 
 
 SHIFTS = ((None, None), ("brightness", 1.2), ("contrast", 1.2), ("blur", 1.5), ("jpeg", 30),
@@ -41,12 +33,7 @@ def views(x: np.ndarray) -> list[np.ndarray]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("split", nargs="?", default="val", help="val or test")
-    parser.add_argument("--run", type=Path, default=Path("runs/sweep/size288"))
-    parser.add_argument("--model", default="hemalite/models/hemalite_int8.tflite")
-    parser.add_argument("--data", default="../shared/data/all4")
-    args = parser.parse_args()
+    args = arguments(__doc__).parse_args()
     rows = split_rows(args.split, args.run)
     model = load_model(args.model)
     truth = np.array([model.info.labels.index(label) for _, label in rows])

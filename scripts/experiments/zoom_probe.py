@@ -1,7 +1,7 @@
 """Does the call follow the cells' size? Ask again at training's size (issue #30, session 17;
 adopted as hemalite.edge.assess.zoom_probe)
 
-    .venv/bin/python scripts/experiments/zoom_probe.py --split val
+    .venv/bin/python scripts/experiments/zoom_probe.py val
 
 Each image of the split through objective and other shifts, assessed as edge-classify does
 with every other check (the bundled int8 model, its stored ranges, the stain probe); each
@@ -25,12 +25,11 @@ only on a model no site calibrated.
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import dataclasses
 from pathlib import Path
 
 import numpy as np
+from common import arguments, split_rows  # this script's folder is on sys.path
 
 from hemalite import acquisition, shifts
 from hemalite.contract import load_image, preprocess
@@ -44,17 +43,10 @@ LOGS = (0.0, 0.1, 0.15, 0.2, 0.3)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", default="val", help="val or test")
-    parser.add_argument("--run", type=Path, default=Path("runs/sweep/size288"))
-    parser.add_argument("--model", default="hemalite/models/hemalite_int8.tflite")
-    parser.add_argument("--data", default="../shared/data/all4")
+    parser = arguments(__doc__)
     args = parser.parse_args()
     assessing.ZOOM_PROBE_LOG = float("inf")  # every other check: this rule is scored here
-    manifest = ("hemalite/models/test_split.csv" if args.split == "test"
-                else args.run / "splits" / f"{args.split}.csv")
-    with open(manifest, newline="") as fh:
-        rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+    rows = split_rows(args.split, args.run)
     model = load_model(args.model)
     labels, check = model.info.labels, acquisition.from_dict(model.domain.acquisition)
     images = [preprocess(load_image(Path(args.data, p)), model.info.spec) for p, _ in rows]
