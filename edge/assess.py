@@ -14,7 +14,11 @@ domain check, i.e. made by `hemalite convert` from a MobileNetV2 run):
                  or `stain` when the call follows the cells' size or the stain's colour
                  within the ranges: it changes once the image is brought to training's size
                  (zoom_probe) or its hue turned back to training's (stain_turn);
-  out-of-domain  the model's features are unlike the training images' (hemalite.domain);
+  out-of-domain  the model's features are unlike the training images' (hemalite.domain),
+                 and no reading is near its limit (else that reading's reason: the fix);
+  exposure, magnification, out-of-focus, stain (again)
+                 an unsure call (under NEAR_LIMIT_BELOW) on an image whose reading is near
+                 its limit, past half-way (near_limit): the fault it is drifting toward;
   low-confidence the top probability is below the floor (--min-confidence).
 The label is still computed for every image: a REFER keeps the model's best guess.
 """
@@ -53,6 +57,16 @@ ZOOM_PROBE_LOG = 0.15
 # wrong calls under hue -30, and unshifted images asked twice fall from 48 to 8 %
 # (scripts/experiments/probe_gate.py).
 PROBE_BELOW = 0.995
+# An unsure call on an image whose acquisition is drifting toward a fault is referred for
+# that fault: top probability under NEAR_LIMIT_BELOW and a reading near its limit (more than
+# acquisition.NEAR_LIMIT, half-way, from training's median to the limit). An
+# unsure call is where a shift tips the model; an unsure call on a well-taken image is left
+# to the floor (--min-confidence). Chosen on the validation split
+# (scripts/experiments/floor.py, near_limit.py): as is 1 more image referred (a wrong call;
+# 3.1 -> 3.4 %), objective x1.6 accepted 96.7 -> 100 % right, x1.5 97.6 -> 100, x0.7
+# 97.0 -> 97.7, contrast x0.8 98.4 -> 99.2, each for 0.4-2 % more referred; a floor of 0.8
+# on every image instead refers 3.8 % as is.
+NEAR_LIMIT_BELOW = 0.8
 
 
 @dataclass
@@ -125,12 +139,54 @@ def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
         if result.domain_score > check.threshold:
             out.insert(0, f"feature score {result.domain_score:.2f} > {check.threshold:.2f}")
         if out:
+            drifting = nearest_fault(check.acquisition_check, result.measures)
+            if drifting:  # the reading drifting toward its limit says what to fix first
+                reason, detail = drifting
+                result.reason = reason
+                result.detail = "; ".join(out + [f"unlike the training images, {detail}"])
+                return result
             # nothing at the microscope explains it: a person judges the image
             out.append("unlike the training images: send to a morphologist (another "
                        "microscope: edge-calibrate)")
             result.reason, result.detail = dom.OUT_OF_DOMAIN, "; ".join(out)
             return result
+        near = near_limit(model, result.probabilities, result.measures)
+        if near:
+            result.reason, result.detail = near
+            return result
     return _floor(result, min_confidence)
+
+
+def nearest_fault(check, measures: dict) -> tuple[str, str] | None:
+    """(reason, detail) of the reading nearest a fault, among those more than
+    acquisition.NEAR_LIMIT of the way to their limit, in the order a technician fixes
+    them (the lamp first); None when every reading is closer to training's median."""
+    if check is None:
+        return None
+    near = [(acquisition.REASONS.index(acquisition.MEASURES[name][0]), -position, name, side)
+            for position, name, side in check.nearest_limits(measures)
+            if position > acquisition.NEAR_LIMIT]
+    if not near:
+        return None
+    _, _, name, side = min(near)
+    return acquisition.MEASURES[name][0], (
+        f"and the {name} reading is near its limit: {check.describe(name, side, measures)}")
+
+
+def near_limit(model: Model, probabilities: np.ndarray,
+               measures: dict) -> tuple[str, str] | None:
+    """(reason, detail) when the call is unsure (top under NEAR_LIMIT_BELOW) and a reading
+    is near its limit (nearest_fault), else None. Not at a calibrated site: its readings
+    are centred on the site's own images, and its floor (edge.calibrate.SITE_FLOOR) was
+    chosen with them."""
+    top = float(probabilities.max())
+    if top >= NEAR_LIMIT_BELOW or model.info.extra.get("site_calibration"):
+        return None
+    drifting = nearest_fault(model.domain.acquisition_check, measures)
+    if not drifting:
+        return None
+    reason, detail = drifting
+    return reason, f"the call is unsure ({top:.2f}) {detail}"
 
 
 def stain_turn(model: Model, pixels: np.ndarray, probabilities: np.ndarray,

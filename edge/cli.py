@@ -63,8 +63,10 @@ def _model_help() -> str:
                    "uses the floor stored in the model by `hemalite convert` (0 if it has none).")
 @click.option("--domain-check/--no-domain-check", show_default=True,
               default=classify.ClassifyConfig.domain_check,
-              help="REFER images unlike the training images (out-of-domain): the model's "
-                   "features, cell size and stain colour, as fitted and stored in the model.")
+              help="REFER images taken unlike the training images (exposure, magnification, "
+                   "focus, stain; and an unsure call, under 0.8, on an image near one of those "
+                   "limits) or unlike them (out-of-domain): the acquisition ranges and the "
+                   "model's features, as fitted and stored in the model.")
 @click.option("--heatmaps", "heatmap_dir", type=click.Path(file_okay=False),
               help="Write image | heatmap | leukocyte outline panels (PNG) to this folder; "
                    "with --camera/--video, the live window shows the heatmap too.")

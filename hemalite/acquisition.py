@@ -53,6 +53,16 @@ MEASURES = {"brightness": (EXPOSURE, "log"), "clipped": (EXPOSURE, "share"),
 # Which side of a range is a fault: focus only when low (a sharper camera is no fault),
 # clipping only when high.
 SIDES = {"focus": "low", "clipped": "high", "strength": "low"}
+# A reading more than this share of the way from its median to a limit is near it
+# (AcquisitionCheck.nearest_limits): hemalite.edge.assess names an unsure or out-of-domain
+# call's REFER after such a reading. And a focus fault whose leukocytes have gone more than
+# ENLARGED of the way to the high magnification limit (1.23 x training's size for the
+# bundled model) is named as a magnification first (faults): an enlarged field reads as
+# blurred, and the leukocytes' stained area, unlike the red cells' radius, survives a
+# defocus. Both chosen on the validation split (scripts/experiments/near_limit.py): objective
+# x1.6's REFERs named magnification 69 -> 82 %, blur r3's named out-of-focus 100 -> 90 %.
+NEAR_LIMIT = 0.5
+ENLARGED = 0.6
 
 FIXES = {("brightness", "low"): "turn the lamp up (or lengthen the exposure)",
          ("brightness", "high"): "turn the lamp down (or shorten the exposure)",
@@ -235,6 +245,12 @@ class AcquisitionCheck:
                 weight += w
         return float(np.exp(total / weight)) if weight else float("nan")
 
+    def leukocyte_scale(self, measures: dict) -> float:
+        """The leukocytes' size against the reference's (nan when unread): the size cue a
+        defocus leaves (blur r3 moves it 0.97x, the red cells' radius 1.11x)."""
+        value, median = measures.get("leukocyte_size", np.nan), self.medians.get("leukocyte_size")
+        return float(value / median) if median and np.isfinite(value) else float("nan")
+
     def hue_deviation(self, measures: dict) -> float:
         """Degrees from the reference median hue (training's or a site's) to the image's
         (nan when unread)."""
@@ -247,6 +263,21 @@ class AcquisitionCheck:
         """The six checked measures of one image (scale derived from the size cues)."""
         return {**{k: measures.get(k, float("nan")) for k in MEASURES if k != "scale"},
                 "scale": self.scale(measures)}
+
+    def nearest_limits(self, measures: dict) -> list[tuple[float, str, str]]:
+        """(position, measure, side) for each measure read on the side where it can be a
+        fault: how far it has gone from its median toward that side's limit, 0 at the median
+        and 1 at the limit (past 1 it is a fault). Largest first."""
+        out = []
+        for name, value in self.values(measures).items():
+            if name not in self.ranges or not np.isfinite(value):
+                continue
+            d = _deviation(name, value, self.medians.get(name, 1.0))
+            side = "low" if d < 0 else "high"
+            bound = self.ranges[name][0 if side == "low" else 1]
+            if SIDES.get(name, side) == side and d * bound > 0:  # bound on d's side of 0
+                out.append((d / bound, name, side))
+        return sorted(out, reverse=True)
 
     def faults(self, measures: dict) -> list[tuple[float, str, str]]:
         """(severity, reason, detail) for each measure out of range, in the order a
@@ -264,12 +295,26 @@ class AcquisitionCheck:
                 out.append(((low - d) / ((high - low) / 2), name, "low"))
             elif d > high and side != "low":
                 out.append(((d - high) / ((high - low) / 2), name, "high"))
+        if (any(name == "focus" for _, name, _ in out)
+                and "scale" in self.ranges and not any(name == "scale" for _, name, _ in out)
+                and self.leukocyte_scale(measures) > np.exp(ENLARGED * self.ranges["scale"][1])):
+            # an enlarged field also reads as blurred: with the leukocytes (whose stained
+            # area a defocus leaves, where it spreads the red cells' edges) near the high
+            # magnification limit, the objective is checked before the focus
+            out.append((0.0, "scale", "near"))
         out.sort(key=lambda f: (REASONS.index(MEASURES[f[1]][0]), -f[0]))
         return [(severity, MEASURES[name][0], self.describe(name, side, measures))
                 for severity, name, side in out]
 
     def describe(self, name: str, side: str, measures: dict) -> str:
-        """'focus 0.41 of training's median (at least 0.58): refocus ...'"""
+        """'focus 0.41 of training's median (at least 0.58): refocus ...'; side "near": the
+        cells read near the high magnification limit while the focus is out of range."""
+        if side == "near":
+            limit = np.exp(self.ranges["scale"][1])
+            return (f"leukocytes {self.leukocyte_scale(measures):.2f} x {self.whose('leukocyte_size')} "
+                    f"size, near the magnification limit ({limit:.2f}), and an enlarged field "
+                    "also reads as blurred: check the objective (training: 100x oil) or the "
+                    "camera zoom, then refocus")
         value = self.values(measures)[name]
         low, high = self.ranges[name]
         kind = MEASURES[name][1]

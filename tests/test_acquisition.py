@@ -98,6 +98,48 @@ def test_a_value_just_outside_its_range_does_not_print_as_the_bound():
         "hue -30 degrees from training's (-22 to +20)")
 
 
+def test_how_near_each_reading_is_to_its_limit():
+    """nearest_limits: 0 at the median, 1 at the limit, on the side a fault can be; a focus
+    sharper than training's is no step toward a fault, nor is a clipped share under it."""
+    check = acquisition.AcquisitionCheck(
+        {"focus": 2.0, "hue": 250.0, "clipped": 0.1},
+        {"focus": [np.log(0.5), -np.log(0.5)], "hue": [-20.0, 20.0], "clipped": [-0.4, 0.4]}, {})
+    near = check.nearest_limits({"focus": 2.0 * 0.5 ** 0.5, "hue": 250.0 + 15.0,
+                                 "clipped": 0.0})
+    assert [(name, side) for _, name, side in near] == [("hue", "high"), ("focus", "low")]
+    assert near[0][0] == pytest.approx(0.75) and near[1][0] == pytest.approx(0.5)
+    # a sharper image, a hue at the median, a darker field: no step toward any fault
+    assert check.nearest_limits({"focus": 4.0, "hue": 250.0, "clipped": 0.0}) == []
+    past = check.nearest_limits({"focus": 0.5, "hue": 250.0, "clipped": 0.1})
+    assert past[0][1] == "focus" and past[0][0] == pytest.approx(2.0)
+    assert [f[1] for f in check.faults({"focus": 0.5})] == [acquisition.OUT_OF_FOCUS]
+
+
+def test_a_blurred_field_whose_cells_read_large_is_sent_to_the_objective_first():
+    """An enlarged field also reads as blurred: a focus fault whose leukocytes read past
+    half-way to the high magnification limit names the magnification first (and still the
+    focus); the same focus fault at training's size, or with the cells reading small, does
+    not, nor red cells reading large alone (a defocus spreads their edges)."""
+    check = acquisition.AcquisitionCheck(
+        {"focus": 2.0, "red_cell_radius": 10.0, "leukocyte_size": 24.0},
+        {"focus": [np.log(0.5), -np.log(0.5)], "scale": [-0.3, 0.3]},
+        {"red_cell_radius": 0.5, "leukocyte_size": 0.5})
+    blurred = {"focus": 0.6}
+
+    def at(scale):
+        return {**blurred, "red_cell_radius": 10.0 * scale, "leukocyte_size": 24.0 * scale}
+
+    enlarged = check.faults(at(np.exp(0.2)))  # 2/3 of the way to the limit
+    assert [f[1] for f in enlarged] == [acquisition.MAGNIFICATION, acquisition.OUT_OF_FOCUS]
+    assert "enlarged field also reads as blurred" in enlarged[0][2]
+    assert "then refocus" in enlarged[0][2] and enlarged[1][2].startswith("focus 0.30")
+    for scale in (1.0, np.exp(0.1), np.exp(-0.25)):
+        assert [f[1] for f in check.faults(at(scale))] == [acquisition.OUT_OF_FOCUS]
+    assert check.faults(at(np.exp(0.2)) | {"focus": 2.0}) == []  # sharp: no fault at all
+    spread = {**blurred, "red_cell_radius": 10.0 * np.exp(0.25), "leukocyte_size": 24.0}
+    assert [f[1] for f in check.faults(spread)] == [acquisition.OUT_OF_FOCUS]
+    assert enlarged[0][2].startswith("leukocytes 1.22 x training's size")
+
 
 def test_a_check_from_a_newer_hemalite_is_one_line_not_a_type_error():
     from hemalite.metadata import MetadataError

@@ -471,6 +471,44 @@ def test_a_call_that_follows_the_stain_colour_is_referred():
     assert len(turned) >= 2 * kept.count(False)
 
 
+def test_an_unsure_call_near_an_acquisition_limit_is_referred_for_that_limit():
+    """near_limit on real smears, a little out of focus (radius 1.5, the audit's defocus):
+    an image is referred for a reading near its limit only when the call is unsure and the
+    reading has gone past half-way to its limit; the same image with a sure call is
+    accepted; unshifted images are (nearly) never referred this way. An image the domain
+    check finds unlike training's is named after such a reading when it has one."""
+    from hemalite import acquisition, shifts
+    from hemalite.contract import preprocess
+    from hemalite.edge import assess as assessing
+    from tests.helpers import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data/all4 not present")
+    model = runtime.load_model(runtime.default_model_path())
+    check = model.domain.acquisition_check
+    files = sorted(SHARED_DATA.glob("*/*.jpg"))[::20]
+    images = [preprocess(np.asarray(Image.open(f).convert("RGB")), model.info.spec)
+              for f in files]
+    blurred = [assessing.assess(model, shifts.blur(i, 1.5)) for i in images]
+    near = [a for a in blurred if a.detail.startswith("the call is unsure")]
+    assert near
+    for a in near:
+        assert a.probabilities.max() < assessing.NEAR_LIMIT_BELOW
+        position, name, _ = max((p, n, s) for p, n, s in check.nearest_limits(a.measures)
+                                if acquisition.MEASURES[n][0] == a.reason)
+        assert acquisition.NEAR_LIMIT < position <= 1.0  # near, not past: no fault
+        assert f"the {name} reading is near its limit" in a.detail
+        assert assessing.near_limit(model, np.eye(4)[0], a.measures) is None  # a sure call
+    assert [a.reason for a in near].count(acquisition.OUT_OF_FOCUS) >= len(near) / 2
+    # features unlike training's, with a reading near its limit: named after the reading
+    unlike = [a for a in blurred if "unlike the training images, and the" in a.detail]
+    assert unlike and all(a.reason in acquisition.REASONS for a in unlike)
+    assert all(max(p for p, *_ in check.nearest_limits(a.measures)) > acquisition.NEAR_LIMIT
+               for a in unlike)
+    as_is = [assessing.assess(model, i) for i in images]
+    assert sum(a.detail.startswith("the call is unsure") for a in as_is) <= 0.02 * len(images)
+
+
 def test_a_call_that_follows_the_cells_size_is_asked_again_at_trainings_size():
     """The zoom probe on a real smear seen through a x0.7 objective: the model is asked
     again on the image zoomed back (its cells read at training's size), and the image is
