@@ -17,8 +17,9 @@ domain check, i.e. made by `hemalite convert` from a MobileNetV2 run):
   out-of-domain  the model's features are unlike the training images' (hemalite.domain),
                  and no reading is near its limit (else that reading's reason: the fix);
   exposure, magnification, out-of-focus, stain (again)
-                 an unsure call (under NEAR_LIMIT_BELOW) on an image whose reading is near
-                 its limit, past half-way (near_limit): the fault it is drifting toward;
+                 an unsure call (under UNSURE_BELOW) on an image whose reading is near
+                 its limit, past half-way (near_limit): the fault it is drifting toward
+                 (neither near-limit rule on a calibrated site's model);
   low-confidence the top probability is below the floor (--min-confidence).
 The label is still computed for every image: a REFER keeps the model's best guess.
 """
@@ -58,15 +59,20 @@ ZOOM_PROBE_LOG = 0.15
 # (scripts/experiments/probe_gate.py).
 PROBE_BELOW = 0.995
 # An unsure call on an image whose acquisition is drifting toward a fault is referred for
-# that fault: top probability under NEAR_LIMIT_BELOW and a reading near its limit (more than
+# that fault: top probability under UNSURE_BELOW and a reading near its limit (more than
 # acquisition.NEAR_LIMIT, half-way, from training's median to the limit). An
 # unsure call is where a shift tips the model; an unsure call on a well-taken image is left
 # to the floor (--min-confidence). Chosen on the validation split
 # (scripts/experiments/floor.py, near_limit.py): as is 1 more image referred (a wrong call;
 # 3.1 -> 3.4 %), objective x1.6 accepted 96.7 -> 100 % right, x1.5 97.6 -> 100, x0.7
-# 97.0 -> 97.7, contrast x0.8 98.4 -> 99.2, each for 0.4-2 % more referred; a floor of 0.8
+# 97.0 -> 97.7, contrast x0.8 98.4 -> 99.2, each for 0.4-2.7 % more referred; a floor of 0.8
 # on every image instead refers 3.8 % as is.
-NEAR_LIMIT_BELOW = 0.8
+UNSURE_BELOW = 0.8
+# The near-limit rules (near_limit, and naming an out-of-domain image after a reading near
+# its limit) do not run on a calibrated site's model: its readings are centred on the site's
+# own images and its floor (edge.calibrate.SITE_FLOOR) was chosen with them. True only in
+# experiments (scripts/experiments/calibration_protocol.py --near-limit-at-sites).
+NEAR_LIMIT_AT_SITES = False
 
 
 @dataclass
@@ -139,11 +145,13 @@ def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
         if result.domain_score > check.threshold:
             out.insert(0, f"feature score {result.domain_score:.2f} > {check.threshold:.2f}")
         if out:
-            drifting = nearest_fault(check.acquisition_check, result.measures)
+            drifting = fault_near_limit(model, result.measures)
             if drifting:  # the reading drifting toward its limit says what to fix first
                 reason, detail = drifting
                 result.reason = reason
-                result.detail = "; ".join(out + [f"unlike the training images, {detail}"])
+                result.detail = "; ".join(out + [
+                    f"unlike the training images, and {detail}; if it is still referred once "
+                    "fixed, send to a morphologist"])
                 return result
             # nothing at the microscope explains it: a person judges the image
             out.append("unlike the training images: send to a morphologist (another "
@@ -157,11 +165,12 @@ def assess(model: Model, pixels: np.ndarray, min_confidence: float = 0.0,
     return _floor(result, min_confidence)
 
 
-def nearest_fault(check, measures: dict) -> tuple[str, str] | None:
-    """(reason, detail) of the reading nearest a fault, among those more than
-    acquisition.NEAR_LIMIT of the way to their limit, in the order a technician fixes
-    them (the lamp first); None when every reading is closer to training's median."""
-    if check is None:
+def fault_near_limit(model: Model, measures: dict) -> tuple[str, str] | None:
+    """(reason, detail) of a reading near its limit (more than acquisition.NEAR_LIMIT of the
+    way there), the first in the order a technician fixes them (the lamp first, not the
+    nearest); None when every reading is closer to its median, or at a calibrated site."""
+    check = model.domain.acquisition_check
+    if check is None or (model.info.extra.get("site_calibration") and not NEAR_LIMIT_AT_SITES):
         return None
     near = [(acquisition.REASONS.index(acquisition.MEASURES[name][0]), -position, name, side)
             for position, name, side in check.nearest_limits(measures)
@@ -170,23 +179,20 @@ def nearest_fault(check, measures: dict) -> tuple[str, str] | None:
         return None
     _, _, name, side = min(near)
     return acquisition.MEASURES[name][0], (
-        f"and the {name} reading is near its limit: {check.describe(name, side, measures)}")
+        f"{acquisition.PLAIN.get(name, name)} close to its limit: "
+        f"{check.describe(name, side, measures)}")
 
 
 def near_limit(model: Model, probabilities: np.ndarray,
                measures: dict) -> tuple[str, str] | None:
-    """(reason, detail) when the call is unsure (top under NEAR_LIMIT_BELOW) and a reading
-    is near its limit (nearest_fault), else None. Not at a calibrated site: its readings
-    are centred on the site's own images, and its floor (edge.calibrate.SITE_FLOOR) was
-    chosen with them."""
+    """(reason, detail) when the call is unsure (top under UNSURE_BELOW) and a reading is
+    near its limit (fault_near_limit), else None."""
     top = float(probabilities.max())
-    if top >= NEAR_LIMIT_BELOW or model.info.extra.get("site_calibration"):
-        return None
-    drifting = nearest_fault(model.domain.acquisition_check, measures)
+    drifting = fault_near_limit(model, measures) if top < UNSURE_BELOW else None
     if not drifting:
         return None
     reason, detail = drifting
-    return reason, f"the call is unsure ({top:.2f}) {detail}"
+    return reason, f"unsure call (top {top:.3f}) and {detail}"
 
 
 def stain_turn(model: Model, pixels: np.ndarray, probabilities: np.ndarray,

@@ -24,7 +24,9 @@ from hemalite.edge.runtime import Model, top_k
 from hemalite.edge.sources import display_name
 from hemalite.metrics import confusion_matrix
 
-REFER = "REFER"  # send to a morphologist; `reason` says why
+REFER = "REFER"  # not for the label: `reason` says why, `detail` what to do
+# REFER reasons a technician fixes at the microscope (the rest go to a morphologist)
+AT_MICROSCOPE = (*acquisition.REASONS, "no-leukocyte")
 
 
 @dataclass
@@ -135,9 +137,12 @@ class Summary:
         return float(np.mean([t == p for t, p in decided])) if decided else None
 
     def text(self) -> str:
-        why = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
+        at_scope = [f"{k} {v}" for k, v in sorted(self.reasons.items()) if k in AT_MICROSCOPE]
+        person = [f"{k} {v}" for k, v in sorted(self.reasons.items()) if k not in AT_MICROSCOPE]
+        why = "; ".join(([f"to fix at the microscope: {', '.join(at_scope)}"] if at_scope else [])
+                        + ([f"for a morphologist: {', '.join(person)}"] if person else []))
         lines = [f"{self.n} input{'s' if self.n != 1 else ''}: {self.classified} classified, {self.failed} failed, "
-                 f"{self.refer} REFER (for a morphologist{': ' + why if why else ''})"]
+                 f"{self.refer} REFER{f' ({why})' if why else ''}"]
         if self.counts:  # nothing classified (every input failed): no empty line
             lines.append("per class: " + ", ".join(f"{k} {v}"
                                                    for k, v in sorted(self.counts.items())))

@@ -17,6 +17,7 @@ from hemalite.contract import IMAGE_EXTENSIONS
 from hemalite.cases import NO_IMAGES, NO_READABLE_IMAGE
 from hemalite.edge import calibrate, classify, live, runtime, sources
 from hemalite.edge import cases as edge_cases
+from hemalite.edge.assess import UNSURE_BELOW
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,11 @@ def _model_help() -> str:
                    "uses the floor stored in the model by `hemalite convert` (0 if it has none).")
 @click.option("--domain-check/--no-domain-check", show_default=True,
               default=classify.ClassifyConfig.domain_check,
-              help="REFER images taken unlike the training images (exposure, magnification, "
-                   "focus, stain; and an unsure call, under 0.8, on an image near one of those "
-                   "limits) or unlike them (out-of-domain): the acquisition ranges and the "
-                   "model's features, as fitted and stored in the model.")
+              help="REFER what the model should not judge: images whose exposure, "
+                   "magnification, focus or stain is outside the training images' range (or "
+                   f"near it, with the call under {UNSURE_BELOW}), and images whose features "
+                   "are unlike the training images' (out-of-domain). The ranges and features "
+                   "are fitted and stored in the model.")
 @click.option("--heatmaps", "heatmap_dir", type=click.Path(file_okay=False),
               help="Write image | heatmap | leukocyte outline panels (PNG) to this folder; "
                    "with --camera/--video, the live window shows the heatmap too.")

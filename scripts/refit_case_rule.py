@@ -1,6 +1,7 @@
 """Refit the case rule stored in converted models, after the per-image decision it is
-fitted on changed (session 18: hemalite.edge.assess.near_limit refers one more validation
-image, and the int8 model's fit moved from max discordance 0.20 to 0.50).
+fitted on changed (session 18: session 17's probes and the near-limit rules refer two more
+validation images than when the rule was fitted, and the int8 fit moved from max
+discordance 0.20 to 0.50).
 
     .venv/bin/python scripts/refit_case_rule.py hemalite/models/hemalite_int8.tflite \\
         hemalite/models/hemalite_float32.tflite [--data ../shared/data/all4]

@@ -100,7 +100,8 @@ def test_a_value_just_outside_its_range_does_not_print_as_the_bound():
 
 def test_how_near_each_reading_is_to_its_limit():
     """nearest_limits: 0 at the median, 1 at the limit, on the side a fault can be; a focus
-    sharper than training's is no step toward a fault, nor is a clipped share under it."""
+    sharper than training's is no step toward a fault, nor is a clipped share under it; an
+    unread measure or a range that does not hold the median gives no position."""
     check = acquisition.AcquisitionCheck(
         {"focus": 2.0, "hue": 250.0, "clipped": 0.1},
         {"focus": [np.log(0.5), -np.log(0.5)], "hue": [-20.0, 20.0], "clipped": [-0.4, 0.4]}, {})
@@ -113,32 +114,74 @@ def test_how_near_each_reading_is_to_its_limit():
     past = check.nearest_limits({"focus": 0.5, "hue": 250.0, "clipped": 0.1})
     assert past[0][1] == "focus" and past[0][0] == pytest.approx(2.0)
     assert [f[1] for f in check.faults({"focus": 0.5})] == [acquisition.OUT_OF_FOCUS]
+    assert check.nearest_limits({"focus": float("nan"), "hue": 265.0}) == [
+        (pytest.approx(0.75), "hue", "high")]
+    shifted = acquisition.AcquisitionCheck({"hue": 250.0}, {"hue": [5.0, 20.0]}, {})
+    assert shifted.nearest_limits({"hue": 260.0}) == []  # 0 outside [5, 20]: no position
 
 
-def test_a_blurred_field_whose_cells_read_large_is_sent_to_the_objective_first():
-    """An enlarged field also reads as blurred: a focus fault whose leukocytes read past
-    half-way to the high magnification limit names the magnification first (and still the
-    focus); the same focus fault at training's size, or with the cells reading small, does
-    not, nor red cells reading large alone (a defocus spreads their edges)."""
-    check = acquisition.AcquisitionCheck(
-        {"focus": 2.0, "red_cell_radius": 10.0, "leukocyte_size": 24.0},
-        {"focus": [np.log(0.5), -np.log(0.5)], "scale": [-0.3, 0.3]},
-        {"red_cell_radius": 0.5, "leukocyte_size": 0.5})
-    blurred = {"focus": 0.6}
+def _sizes(scale: float, leukocytes: float | None = None) -> dict:
+    """Size cues reading `scale` x the check's medians (the leukocytes' own if given)."""
+    return {"red_cell_radius": 10.0 * scale, "leukocyte_size": 24.0 * (leukocytes or scale)}
 
-    def at(scale):
-        return {**blurred, "red_cell_radius": 10.0 * scale, "leukocyte_size": 24.0 * scale}
 
-    enlarged = check.faults(at(np.exp(0.2)))  # 2/3 of the way to the limit
+CROSSED = acquisition.AcquisitionCheck(
+    {"focus": 2.0, "red_cell_radius": 10.0, "leukocyte_size": 24.0, "clipped": 0.1,
+     "brightness": 200.0, "hue": 250.0, "strength": 1.0},
+    {"focus": [np.log(0.5), -np.log(0.5)], "scale": [-0.3, 0.3], "clipped": [-0.4, 0.4],
+     "brightness": [-0.4, 0.4], "hue": [-20.0, 20.0], "strength": [np.log(0.5), 1.0]},
+    {"red_cell_radius": 0.5, "leukocyte_size": 0.5})
+AT_TRAINING = {"focus": 2.0, "clipped": 0.1, "brightness": 200.0, "hue": 250.0, "strength": 1.0}
+
+
+def test_a_blurred_field_whose_leukocytes_read_large_is_sent_to_the_objective_first():
+    """An enlarged field also looks blurred: a focus fault whose leukocytes read past
+    ENLARGED of the way to the high magnification limit names the magnification first (and
+    still the focus); the same focus fault at training's size, with the cells reading
+    small, or with only the red cells reading large (a defocus spreads their edges) does
+    not; nor does a magnification fault already found."""
+    blurred = {**AT_TRAINING, "focus": 0.6}
+    enlarged = CROSSED.faults({**blurred, **_sizes(np.exp(0.2))})  # 2/3 of the way
     assert [f[1] for f in enlarged] == [acquisition.MAGNIFICATION, acquisition.OUT_OF_FOCUS]
-    assert "enlarged field also reads as blurred" in enlarged[0][2]
+    assert enlarged[0][2].startswith("leukocytes 1.22 x training's size, close to the "
+                                     "magnification limit (1.35)")
     assert "then refocus" in enlarged[0][2] and enlarged[1][2].startswith("focus 0.30")
     for scale in (1.0, np.exp(0.1), np.exp(-0.25)):
-        assert [f[1] for f in check.faults(at(scale))] == [acquisition.OUT_OF_FOCUS]
-    assert check.faults(at(np.exp(0.2)) | {"focus": 2.0}) == []  # sharp: no fault at all
-    spread = {**blurred, "red_cell_radius": 10.0 * np.exp(0.25), "leukocyte_size": 24.0}
-    assert [f[1] for f in check.faults(spread)] == [acquisition.OUT_OF_FOCUS]
-    assert enlarged[0][2].startswith("leukocytes 1.22 x training's size")
+        assert [f[1] for f in CROSSED.faults({**blurred, **_sizes(scale)})] == [
+            acquisition.OUT_OF_FOCUS]
+    spread = {**blurred, **_sizes(np.exp(0.45), leukocytes=1.0)}  # red cells 0.75 of the way
+    assert [f[1] for f in CROSSED.faults(spread)] == [acquisition.OUT_OF_FOCUS]
+    past = CROSSED.faults({**blurred, **_sizes(1.0, leukocytes=1.5)})  # combined: 1.22
+    assert "leukocytes 1.50 x training's size, past the magnification limit" in past[0][2]
+    too_large = CROSSED.faults({**blurred, **_sizes(np.exp(0.5))})  # a scale fault itself
+    assert [f[1] for f in too_large] == [acquisition.MAGNIFICATION, acquisition.OUT_OF_FOCUS]
+    assert "close to" not in too_large[0][2] and "past the" not in too_large[0][2]
+    assert CROSSED.faults({**AT_TRAINING, **_sizes(np.exp(0.2))}) == []  # sharp: no fault
+
+
+def test_cells_reading_small_under_a_bright_lamp_are_sent_to_the_lamp_first():
+    """A bright lamp makes the red cells read small: a magnification fault on the small
+    side with the background's clipping near its high limit names the lamp first; with
+    the background as training's, or cells reading large, the objective alone."""
+    small = {**AT_TRAINING, **_sizes(np.exp(-0.4))}
+    bright = CROSSED.faults({**small, "clipped": 0.1 + 0.3})  # 3/4 of the way to 0.5
+    assert [f[1] for f in bright] == [acquisition.EXPOSURE, acquisition.MAGNIFICATION]
+    assert bright[0][2].startswith("clipped 40% (at most 50%): close to its limit, and a "
+                                   "bright lamp makes the red cells look small: turn the lamp")
+    assert [f[1] for f in CROSSED.faults(small)] == [acquisition.MAGNIFICATION]
+    large = {**AT_TRAINING, **_sizes(np.exp(0.4)), "clipped": 0.4}
+    assert [f[1] for f in CROSSED.faults(large)] == [acquisition.MAGNIFICATION]
+
+
+def test_a_stain_off_on_hue_and_strength_is_named_before_the_objective():
+    """The cells' sizes are read from the stain's masks: a magnification fault with the
+    stain out of range on its hue and near it on its strength names the stain first; a
+    hue fault alone (strength as training's) keeps the technician's order."""
+    bluer = {**AT_TRAINING, **_sizes(np.exp(-0.4)), "hue": 250.0 - 25.0, "strength": 0.6}
+    assert [f[1] for f in CROSSED.faults(bluer)] == [acquisition.STAIN, acquisition.MAGNIFICATION]
+    turned = {**bluer, "strength": 1.0}
+    assert [f[1] for f in CROSSED.faults(turned)] == [acquisition.MAGNIFICATION,
+                                                      acquisition.STAIN]
 
 
 def test_a_check_from_a_newer_hemalite_is_one_line_not_a_type_error():

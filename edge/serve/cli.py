@@ -83,8 +83,8 @@ def make_server(config: ServeConfig, verbose: bool = False):
               help="Below this top probability the result is REFER (low-confidence); 'auto' "
                    "uses the floor stored in the model, as edge-classify does.")
 @click.option("--domain-check/--no-domain-check", default=D.domain_check, show_default=True,
-              help="REFER images unlike the training images (out-of-domain), as "
-                   "edge-classify does.")
+              help="REFER images taken or looking unlike the training images (exposure, "
+                   "magnification, focus, stain, out-of-domain), as edge-classify does.")
 @click.option("--num-threads", type=click.IntRange(min=1), default=os.cpu_count() or 1,
               show_default=True, help="Interpreter threads.")
 @click.option("--runtime", "runtime_name", type=click.Choice([r for r, _ in runtime.RUNTIMES]),

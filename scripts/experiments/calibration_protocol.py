@@ -24,6 +24,7 @@ from PIL import Image
 
 from hemalite import shifts
 from hemalite.contract import load_image
+from hemalite.edge import assess as assessing
 from hemalite.edge import calibrate, classify
 from hemalite.edge.runtime import load_model
 
@@ -94,8 +95,13 @@ def main() -> None:
                         f"ABLATION ({', '.join(ABLATION)}) instead of none and the default")
     parser.add_argument("--prior", type=float, default=calibrate.PRIOR,
                         help="the head's pull towards the trained weights (calibrate.PRIOR)")
+    parser.add_argument("--near-limit-at-sites", action="store_true",
+                        help="let hemalite.edge.assess.near_limit run on calibrated models too "
+                             "(session 18: measured, not adopted)")
     args = parser.parse_args()
     calibrate.PRIOR = args.prior
+    if args.near_limit_at_sites:
+        assessing.NEAR_LIMIT_AT_SITES = True
     with open(args.manifest, newline="") as fh:
         rows = [(r["path"], r["label"]) for r in csv.DictReader(fh)]
     sites = [None, *shifts.AUDIT_SHIFTS]
