@@ -28,6 +28,7 @@ from hemalite import domain as dom
 from hemalite.contract import InputSpec, is_image_name, load_batch
 from hemalite.convert.case_rule import with_case_rule
 from hemalite.errors import HemaliteError
+from hemalite.edge.assess import UNSURE_BELOW
 from hemalite.files import read_json, write_bytes, write_json
 from hemalite.metadata import ModelInfo, embed_metadata
 from hemalite.metrics import agreement
@@ -374,8 +375,16 @@ def domain_check(path: Path, x: np.ndarray, y: np.ndarray, fitted: dom.DomainChe
     measures = [acquisition.measure(image) for image in x]
     referred |= [bool(check.acquisition_faults(m)) or (check.leukocytes and not m["cells"])
                  for m in measures]
+    referred |= (probs.max(1) < UNSURE_BELOW) & np.array([near_limit(check, m) for m in measures])
     check.min_confidence = dom.operating_floor(probs.max(1), probs.argmax(1) == y, referred)
     return check
+
+
+def near_limit(check: dom.DomainCheck, measures: dict) -> bool:
+    """Whether a reading is near its limit (hemalite.edge.assess.near_limit refers an unsure
+    call on such an image): the referral budget the floor spends counts those too."""
+    acq = check.acquisition_check
+    return bool(acq) and any(p > acquisition.NEAR_LIMIT for p, _, _ in acq.nearest_limits(measures))
 
 
 def write_verification(path: Path, rows: list[dict], split: str, n: int) -> None:
