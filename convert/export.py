@@ -375,16 +375,11 @@ def domain_check(path: Path, x: np.ndarray, y: np.ndarray, fitted: dom.DomainChe
     measures = [acquisition.measure(image) for image in x]
     referred |= [bool(check.acquisition_faults(m)) or (check.leukocytes and not m["cells"])
                  for m in measures]
-    referred |= (probs.max(1) < UNSURE_BELOW) & np.array([near_limit(check, m) for m in measures])
+    acq = check.acquisition_check  # assess.near_limit refers an unsure call near a limit
+    referred |= (probs.max(1) < UNSURE_BELOW) & np.array(
+        [bool(acq) and acq.is_near_limit(m) for m in measures], dtype=bool)
     check.min_confidence = dom.operating_floor(probs.max(1), probs.argmax(1) == y, referred)
     return check
-
-
-def near_limit(check: dom.DomainCheck, measures: dict) -> bool:
-    """Whether a reading is near its limit (hemalite.edge.assess.near_limit refers an unsure
-    call on such an image): the referral budget the floor spends counts those too."""
-    acq = check.acquisition_check
-    return bool(acq) and any(p > acquisition.NEAR_LIMIT for p, _, _ in acq.nearest_limits(measures))
 
 
 def write_verification(path: Path, rows: list[dict], split: str, n: int) -> None:

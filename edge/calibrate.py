@@ -246,8 +246,9 @@ def well_exposed(views: Views, check: acquisition.AcquisitionCheck | None,
     if check is None:
         return None
     measures = views.at(Step()).measures
-    exposed = [i for i in index if not any(
-        reason == acquisition.EXPOSURE for _, reason, _ in check.faults(measures[i]))]
+    exposed = [i for i in index if not any(  # severity 0: a crossed reading, not a fault
+        reason == acquisition.EXPOSURE and severity > 0
+        for severity, reason, _ in check.faults(measures[i]))]
     return exposed if 2 * len(exposed) >= len(index) else None
 
 

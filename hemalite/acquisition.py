@@ -31,7 +31,10 @@ model with the rest of the domain check (hemalite.domain.DomainCheck.acquisition
 names the reason, the number, the range and the fix ("focus 0.41 of training's median, at
 least 0.55: refocus"). When several measures are out of range they are all named, in the
 order a technician fixes them: exposure first (a saturated field corrupts every other
-reading), then magnification (an enlarged field also reads as blurred), focus, stain.
+reading), then magnification (an enlarged field also reads as blurred), focus, stain; and
+a few faults that corrupt another reading are named for their cause
+(AcquisitionCheck.crossed_readings: a bright lamp makes the red cells read small, a bluer
+stain shrinks the masks the sizes are read from, an enlarged field looks blurred).
 """
 from __future__ import annotations
 
@@ -315,28 +318,34 @@ class AcquisitionCheck:
           - an enlarged field reads as blurred: a focus fault whose leukocytes (their stained
             area survives a defocus, the red cells' radius does not) have gone ENLARGED of
             the way to the high magnification limit names the objective first (objective
-            x1.6's REFERs named magnification 73 -> 82 %, blur r3's out-of-focus 100 -> 90 %);
+            x1.6's REFERs named magnification 73 -> 82 % after the out-of-domain naming,
+            blur r3's out-of-focus 100 -> 90 %);
           - a bright lamp makes the red cells read small (clipping merges their pale rim and
             pallor into the background): cells reading small with the background's
             brightness or clipping near its high limit names the lamp first (JPEG files
             under lamp x1.3: exposure 70 -> 99 % of the REFERs; no objective's REFER moved);
-          - the cells' sizes are read from the stain's masks: with the stain out of range on
-            its hue or its strength and the other near its limit (a bluer stain), the stain
-            is named before the objective (hue -30: stain 85 -> 95 %; no objective's moved)."""
+          - the cells' sizes are read from the stain's masks: cells reading small with the
+            stain out of range on its hue or its strength and the other near its limit (a
+            bluer stain shrinks the masks), the stain is named before the objective (hue -30: stain 85 -> 95 %; no objective's moved)."""
         faults = {name: side for _, name, side in out}
         near = {name: p for p, name, _ in self.nearest_limits(measures)}
         extra, order = [], REASONS
         if ("focus" in faults and "scale" not in faults and "scale" in self.ranges
                 and self.leukocyte_scale(measures) > np.exp(ENLARGED * self.ranges["scale"][1])):
             extra.append((0.0, "scale", "enlarged"))
-        lamp = [n for n in ("brightness", "clipped") if n not in faults
-                and self.deviation(n, measures) > 0 and near.get(n, 0) > NEAR_LIMIT]
-        if faults.get("scale") == "low" and lamp:
+        lamp = [n for n in ("brightness", "clipped")
+                if self.deviation(n, measures) > 0 and near.get(n, 0) > NEAR_LIMIT]
+        small = faults.get("scale") == "low"
+        if small and lamp and not {"brightness", "clipped"} & set(faults):
             extra.append((0.0, lamp[0], "lamp"))
         hue, strength = near.get("hue", 0.0), near.get("strength", 0.0)
-        if "scale" in faults and max(hue, strength) > 1 and min(hue, strength) > NEAR_LIMIT:
+        if small and max(hue, strength) > 1 and min(hue, strength) > NEAR_LIMIT:
             order = (EXPOSURE, STAIN, MAGNIFICATION, OUT_OF_FOCUS)
         return extra, order
+
+    def is_near_limit(self, measures: dict) -> bool:
+        """Whether any reading is more than NEAR_LIMIT of the way to its limit."""
+        return any(p > NEAR_LIMIT for p, _, _ in self.nearest_limits(measures))
 
     def deviation(self, name: str, measures: dict) -> float:
         """A measure's deviation from its median (log ratio, degrees or share)."""
@@ -353,9 +362,12 @@ class AcquisitionCheck:
                     "check the objective (training: 100x oil) or the camera zoom first, then "
                     "refocus")
         if side == "lamp":
-            return (f"{self.describe(name, 'high', measures).split(':')[0]}: close to its "
-                    "limit, and a bright lamp makes the red cells look small: turn the lamp "
-                    "down first, then check the objective")
+            value, limit = self.values(measures)[name], self.medians[name] + self.ranges[name][1]
+            reading = (f"{PLAIN[name]} {value:.0%} (at most {limit:.0%})" if name == "clipped" else
+                       f"{PLAIN[name]} {value / self.medians[name]:.2f} of "
+                       f"{self.whose(name)} median (at most {np.exp(self.ranges[name][1]):.2f})")
+            return (f"{reading}, close to its limit: a bright lamp makes the red cells look "
+                    "small: turn the lamp down first, then check the objective")
         value = self.values(measures)[name]
         low, high = self.ranges[name]
         kind = MEASURES[name][1]

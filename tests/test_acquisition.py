@@ -166,21 +166,28 @@ def test_cells_reading_small_under_a_bright_lamp_are_sent_to_the_lamp_first():
     small = {**AT_TRAINING, **_sizes(np.exp(-0.4))}
     bright = CROSSED.faults({**small, "clipped": 0.1 + 0.3})  # 3/4 of the way to 0.5
     assert [f[1] for f in bright] == [acquisition.EXPOSURE, acquisition.MAGNIFICATION]
-    assert bright[0][2].startswith("clipped 40% (at most 50%): close to its limit, and a "
-                                   "bright lamp makes the red cells look small: turn the lamp")
+    assert bright[0][2].startswith("background saturation 40% (at most 50%), close to its "
+                                   "limit: a bright lamp makes the red cells look small: turn")
+    assert bright[0][0] == 0.0  # a crossed reading, not an exposure fault (well_exposed)
+    saturated = CROSSED.faults({**small, "clipped": 0.6})  # a real fault: no second entry
+    assert [f[1] for f in saturated] == [acquisition.EXPOSURE, acquisition.MAGNIFICATION]
+    assert saturated[0][0] > 0
     assert [f[1] for f in CROSSED.faults(small)] == [acquisition.MAGNIFICATION]
     large = {**AT_TRAINING, **_sizes(np.exp(0.4)), "clipped": 0.4}
     assert [f[1] for f in CROSSED.faults(large)] == [acquisition.MAGNIFICATION]
 
 
 def test_a_stain_off_on_hue_and_strength_is_named_before_the_objective():
-    """The cells' sizes are read from the stain's masks: a magnification fault with the
-    stain out of range on its hue and near it on its strength names the stain first; a
-    hue fault alone (strength as training's) keeps the technician's order."""
+    """The cells' sizes are read from the stain's masks: cells reading small with the stain
+    out of range on its hue and near it on its strength names the stain first; a hue fault
+    alone (strength as training's), or cells reading large, keep the technician's order."""
     bluer = {**AT_TRAINING, **_sizes(np.exp(-0.4)), "hue": 250.0 - 25.0, "strength": 0.6}
     assert [f[1] for f in CROSSED.faults(bluer)] == [acquisition.STAIN, acquisition.MAGNIFICATION]
     turned = {**bluer, "strength": 1.0}
     assert [f[1] for f in CROSSED.faults(turned)] == [acquisition.MAGNIFICATION,
+                                                      acquisition.STAIN]
+    larger = {**bluer, **_sizes(np.exp(0.4))}  # a stain shrinks the masks, it cannot enlarge
+    assert [f[1] for f in CROSSED.faults(larger)] == [acquisition.MAGNIFICATION,
                                                       acquisition.STAIN]
 
 

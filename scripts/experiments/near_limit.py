@@ -1,5 +1,5 @@
 """An unsure call near an acquisition limit: which floor and how near (issue #30, session 18;
-adopted as hemalite.edge.assess.NEAR_LIMIT_BELOW / hemalite.acquisition.NEAR_LIMIT)
+adopted as hemalite.edge.assess.UNSURE_BELOW / hemalite.acquisition.NEAR_LIMIT)
 
     .venv/bin/python scripts/experiments/floor.py val --no-near-limit
     .venv/bin/python scripts/experiments/near_limit.py runs/s18/floor_val.csv
