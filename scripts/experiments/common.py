@@ -25,3 +25,20 @@ def split_rows(split: str, run: Path) -> list[tuple[str, str]]:
                 else Path(run) / "splits" / f"{split}.csv")
     with open(manifest, newline="") as fh:
         return [(r["path"], r["label"]) for r in csv.DictReader(fh)]
+
+
+def floor_rows(path: str, check) -> list[dict]:
+    """floor.py's per-image CSV, one row per shift and image (blur r1.5 is both an audit
+    shift and a fault), each with `limits`: check.nearest_limits of its recorded readings."""
+    rows, seen = [], set()
+    with open(path, newline="") as fh:
+        for r in csv.DictReader(fh):
+            if (r["shift"], r["path"]) in seen:
+                continue
+            seen.add((r["shift"], r["path"]))
+            measures = {k: float(v) for k, v in r.items() if k in check.ranges}
+            for cue in check.size_weights:  # both size cues at the recorded scale give it back
+                measures[cue] = check.medians[cue] * measures["scale"]
+            r["limits"] = check.nearest_limits(measures)
+            rows.append(r)
+    return rows

@@ -46,11 +46,11 @@ split, read once: neither 89 / 99 / 96 / 70 / 87 / 85 %; kept 92 / 90 / 100 / 85
 from __future__ import annotations
 
 import argparse
-import csv
 
 from collections import Counter
 
 import numpy as np
+from common import floor_rows  # this script's folder is on sys.path
 
 from hemalite import acquisition, shifts
 from hemalite.edge.runtime import default_model_path, load_model
@@ -65,18 +65,9 @@ def main() -> None:
     parser.add_argument("--model", default=str(default_model_path()))
     args = parser.parse_args()
     check = load_model(args.model).domain.acquisition_check
-    rows, seen = [], set()
-    for r in csv.DictReader(open(args.csv, newline="")):
-        if (r["shift"], r["path"]) in seen:  # blur r1.5 is both an audit shift and a fault
-            continue
-        seen.add((r["shift"], r["path"]))
-        measures = {k: float(v) for k, v in r.items() if k in check.ranges}
-        for cue in check.size_weights:  # both size cues at the recorded scale give it back
-            measures[cue] = check.medians[cue] * measures["scale"]
-        limits = check.nearest_limits(measures)
-        r["position"] = limits[0][0] if limits else 0.0
-        r["limits"] = limits
-        rows.append(r)
+    rows = floor_rows(args.csv, check)
+    for r in rows:
+        r["position"] = r["limits"][0][0] if r["limits"] else 0.0
     print_floors(rows)
     print_reasons(rows, check)
 

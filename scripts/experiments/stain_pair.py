@@ -18,7 +18,8 @@ the model survives moves the same two readings.
 from __future__ import annotations
 
 import argparse
-import csv
+
+from common import floor_rows  # this script's folder is on sys.path
 
 from hemalite.edge.runtime import default_model_path, load_model
 
@@ -32,21 +33,14 @@ def main() -> None:
     parser.add_argument("--model", default=str(default_model_path()))
     args = parser.parse_args()
     check = load_model(args.model).domain.acquisition_check
-    rows, seen = [], set()
-    for r in csv.DictReader(open(args.csv, newline="")):
-        if (r["shift"], r["path"]) not in seen:  # blur r1.5 is an audit shift and a fault
-            seen.add((r["shift"], r["path"]))
-            rows.append(r)
+    rows = floor_rows(args.csv, check)
     for p in (0.4, 0.5, 0.6):
         line = f"P {p}:"
         for name in SHIFTS:
             accepted = [r for r in rows if r["shift"] == name and not r["reason"]]
             hit = []
             for r in accepted:
-                measures = {k: float(r[k]) for k in check.ranges}
-                for cue in check.size_weights:  # both size cues at the recorded scale
-                    measures[cue] = check.medians[cue] * measures["scale"]
-                near = {n: q for q, n, _ in check.nearest_limits(measures)}
+                near = {n: q for q, n, _ in r["limits"]}
                 if near.get("hue", 0) > p and near.get("strength", 0) > p:
                     hit.append(r["call"] == r["truth"])
             line += f" | {name} +{len(hit)} ({sum(hit)} right) of {len(accepted)}"
