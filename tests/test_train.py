@@ -351,6 +351,65 @@ def test_consistency_trains_through_the_cli_and_saves_a_plain_model(tiny_data, t
     assert model.loss == "sparse_categorical_crossentropy"
 
 
+def test_distillation_loss_mixes_the_label_and_the_softened_teacher():
+    from hemalite.train.phases import distillation_loss
+
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], np.float32)
+    teacher = np.array([[0.1, 0.8, 0.1], [0.1, 0.3, 0.6]], np.float32)
+    labels = np.array([0, 2])
+    cross_entropy = -np.log(p[np.arange(2), labels])
+    rows = np.concatenate([labels[:, None].astype(np.float32), teacher], axis=1)
+
+    def soften(q, t=2.0):
+        q = q ** (1 / t)
+        return q / q.sum(-1, keepdims=True)
+    kl = (soften(teacher) * np.log(soften(teacher) / soften(p))).sum(-1)
+    assert kl[0] > 0.1 and kl[1] < 1e-6  # the first row disagrees with its teacher
+    np.testing.assert_allclose(np.asarray(distillation_loss(0.25)(rows, p)),
+                               0.75 * cross_entropy + 0.25 * 4.0 * kl, rtol=1e-4, atol=1e-6)
+    # validation's plain labels: the cross-entropy alone, whatever the weight
+    np.testing.assert_allclose(np.asarray(distillation_loss(0.25)(labels[:, None], p)),
+                               cross_entropy, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_teacher_targets_reach_fine_tuning_and_a_plain_model_is_saved(tiny_data, tiny_run,
+                                                                       tmp_path, monkeypatch):
+    from hemalite.train import datasets, phases
+
+    seen = []
+    real_dataset = datasets.image_dataset
+    monkeypatch.setattr(datasets, "image_dataset",
+                        lambda *a, **k: seen.append(k.get("taught")) or real_dataset(*a, **k))
+    result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--epochs", "2",
+                                                "--teacher", str(tiny_run),
+                                                "--distill", "0.7"))
+    assert result.exit_code == 0, result.output
+    weights, soft = next(t for t in seen if t is not None)  # validation's has none
+    teacher = keras.saving.load_model(tiny_run / "model.keras")
+    x, _, _ = phases_pixels(tiny_data, tmp_path / "run")
+    np.testing.assert_allclose(soft, teacher.predict(x, verbose=0), atol=1e-5)
+    assert np.allclose(soft.sum(1), 1) and len(weights) == 3
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["teacher"] == str(tiny_run) and config["distill"] == 0.7
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")  # no custom objects
+    assert model.loss == "sparse_categorical_crossentropy"
+    missing = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "other", "--epochs", "1",
+                                                 "--teacher", str(tmp_path / "nowhere")))
+    assert missing.exit_code == 2 and "--teacher" in missing.output
+    assert "Traceback" not in missing.output
+
+
+def phases_pixels(data_dir, run):
+    """The training split's pixels at the tiny size, in the run's manifest order."""
+    from hemalite.contract import InputSpec
+    from hemalite.train import data
+
+    labels = data.read_labels(run / "labels.txt")
+    samples = data.read_manifest(run / "splits" / "train.csv", labels)
+    return data.load_pixels(data_dir, samples, InputSpec(TINY_SIZE, TINY_SIZE), False)
+
+
 def test_train_seed_moves_the_weights_and_not_the_split(tiny_data, tmp_path):
     from hemalite.train.fit import TrainConfig, prepare_splits, train
 
@@ -427,7 +486,8 @@ def test_train_cli_bad_input_is_one_line_not_a_traceback(tmp_path, setup, messag
 @pytest.mark.parametrize("options, message", [
     (("--arch", "cnn", "--work-size", "64"), "--work-size resizes the input of MobileNetV2's"),
     (("--no-acquisition", "--stain-jitter", "0.3"), "--stain-jitter is part of the acquisition"),
-    (("--consistency", "10", "--batch-size", "7"), "--batch-size must be even, not 7")])
+    (("--consistency", "10", "--batch-size", "7"), "--batch-size must be even, not 7"),
+    (("--consistency", "1", "--teacher", "runs/x"), "--teacher and --consistency both")])
 def test_options_that_contradict_each_other_are_one_line(tiny_data, tmp_path, options, message):
     result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", *options))
     assert result.exit_code == 2

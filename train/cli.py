@@ -79,6 +79,14 @@ from hemalite.train.fit import TrainConfig  # the click defaults are its default
                    "taught not to move the answer; half as many distinct images per step. "
                    "0 turns it off (2 and 10 both did worse than 0 in 24 minutes: "
                    "benchmarks/reports/grounding_ablation.md).")
+@click.option("--teacher", default=None, metavar="RUN",
+              help="Distil from a finished run (its folder or model.keras), e.g. a larger "
+                   "input size: fine-tuning also learns the teacher's probabilities on each "
+                   "clean training image, under every jitter, so a faster model can keep a "
+                   "larger one's answers.")
+@click.option("--distill", type=click.FloatRange(0.0, 1.0), default=TrainConfig.distill,
+              show_default=True,
+              help="With --teacher: the teacher's share of the loss (the labels' is 1 - it).")
 @click.option("--progress/--no-progress", default=TrainConfig.progress, show_default=True)
 @click.option("--force", is_flag=True,
               help="Delete what an earlier run left in --out (model, splits, tflite/...) and "

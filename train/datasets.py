@@ -44,17 +44,26 @@ def acquisition_jitter(seed: int, stain_p: float = 0.0):
 
 def image_dataset(x, y, batch_size: int, shuffle: bool, augment, seed: int,
                   acquisition: bool = False, drop_remainder: bool = False,
-                  stain_p: float = 0.0, pairs: tuple[int, dict] | None = None):
+                  stain_p: float = 0.0, pairs: tuple[int, dict] | None = None,
+                  taught: tuple[dict, np.ndarray] | None = None):
     """tf.data over preprocessed uint8 images; augmentation runs here, not in the model.
 
     `pairs` = (number of classes, class weights): each image twice, side by side (rows 2i
     and 2i + 1 of a batch), each copy jittered on its own; labels marked paired (label +
     number of classes, what consistency_loss reads) and the class weights as sample
     weights. The stream repeats without end: fit with steps_per_epoch.
+    `taught` = (class weights, the teacher's probabilities per image): each label becomes
+    the row [label, probabilities] distillation_loss reads, the class weights sample weights.
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if taught is not None:
+        weights, soft = taught
+        rows = np.concatenate([np.asarray(y, "float32")[:, None], soft], axis=1)
+        ds = tf.data.Dataset.from_tensor_slices(
+            (x, rows, np.array([weights[int(c)] for c in y], "float32")))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
     # Multi-worker: in-memory slices have no files to shard, and TF 2.21's AUTO quietly falls
     # back to DATA. Say DATA: every worker runs this whole pipeline (same seeded shuffle and
     # jitter) and keeps its slice of each global batch (OFF would train every worker on all).

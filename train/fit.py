@@ -77,6 +77,10 @@ class TrainConfig:
     consistency: float = 0.0  # fine-tuning: each image as two jitters side by side in a
     #                           batch, their predictions pulled together by this weight x
     #                           their Jensen-Shannon divergence (consistency_loss); 0: off
+    teacher: str | None = None  # a finished run (or its model.keras) whose predictions on the
+    #                             clean training images fine-tuning also learns, under every
+    #                             jitter (distillation: phases.distillation_loss)
+    distill: float = 0.5  # with teacher: the teacher's share of the loss
     progress: bool = True
     force: bool = False  # replace whatever an earlier run left in `out`
 
@@ -91,6 +95,9 @@ class TrainConfig:
         if self.stain_jitter and not self.acquisition:
             raise data.TrainError("--stain-jitter is part of the acquisition jitter; "
                                   "--no-acquisition turns that off (leave one of them out)")
+        if self.teacher and self.consistency:
+            raise data.TrainError("--teacher and --consistency both rewrite fine-tuning's "
+                                  "loss: use one of them")
         if self.consistency and self.batch_size % 2:
             raise data.TrainError(f"--consistency puts two views of each image in a batch: "
                                   f"--batch-size must be even, not {self.batch_size}")
@@ -190,9 +197,12 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
         epochs, lr = cfg.fine_tune_epochs, cfg.fine_tune_learning_rate
     else:
         epochs, lr = cfg.epochs, cfg.learning_rate
+    soft = (phases.teacher_targets(cfg, splits["train"], len(pixels["train"][0]))
+            if cfg.teacher and epochs > 0 else None)
     if epochs > 0:
         history["fine_tune" if pretrained else "train"] = phases.fit_end_to_end(
-            cfg, run, model, pixels, eval_batch, weights, strategy, epochs, lr, extra_callbacks)
+            cfg, run, model, pixels, eval_batch, weights, strategy, epochs, lr, extra_callbacks,
+            soft)
     save_keras(model, run / "model.keras")
     write_json(run / "history.json", history)
     result = {"split": summary, "seconds": round(time.time() - start, 1),

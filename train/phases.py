@@ -1,6 +1,6 @@
 """The recipe's two phases, each resumable: the head on cached features of the frozen
 backbone, then the model end to end on augmented images (the single phase without
-pretrained weights), with fine-tuning's consistency loss.
+pretrained weights), with fine-tuning's consistency or distillation loss.
 """
 from __future__ import annotations
 
@@ -55,9 +55,13 @@ def fit_head(cfg: TrainConfig, run: Path, model, head, pixels: dict, eval_batch:
 
 
 def fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch: dict,
-                   weights: dict, strategy, epochs: int, lr: float, extra_callbacks) -> dict:
+                   weights: dict, strategy, epochs: int, lr: float, extra_callbacks,
+                   soft=None) -> dict:
     """Phase 2 (or the single phase): the whole model on augmented images, resumable after
-    an interruption (BackupAndRestore); its history, read from the per-epoch CSV log."""
+    an interruption (BackupAndRestore); its history, read from the per-epoch CSV log.
+
+    `soft`: the teacher's probabilities for each training image (teacher_targets), learnt
+    beside the labels under the same jitter (distillation_loss)."""
     import keras
 
     (x_tr, y_tr), (x_va, y_va) = pixels["train"], pixels["val"]
@@ -66,19 +70,22 @@ def fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch:
                                             strategy.num_replicas_in_sync)
     classes = len(weights)
     pairs = (classes, weights) if cfg.consistency else None
+    taught = (weights, soft) if soft is not None else None
     train_ds = datasets.image_dataset(x_tr, y_tr, cfg.batch_size, True, aug, cfg.randomness_seed,
                              cfg.acquisition, drop_remainder=drop, stain_p=cfg.stain_jitter,
-                             pairs=pairs)
+                             pairs=pairs, taught=taught)
     # An epoch is as many steps either way: with pairs, half as many distinct images.
     steps = len(x_tr) // cfg.batch_size if drop else -(-len(x_tr) // cfg.batch_size)
     if cfg.lr_schedule == "cosine":  # the optimizer counts steps, so a resumed run resumes it
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * steps, alpha=0.01)
     with strategy.scope():
+        loss = (consistency_loss(classes, cfg.consistency) if pairs
+                else distillation_loss(cfg.distill) if taught
+                else "sparse_categorical_crossentropy")
         model.compile(keras.optimizers.Adam(lr, use_ema=cfg.ema > 0,
-                                            ema_momentum=cfg.ema or 0.99),
-                      consistency_loss(classes, cfg.consistency) if pairs
-                      else "sparse_categorical_crossentropy",
-                      metrics=[paired_accuracy(classes) if pairs else "accuracy"])
+                                            ema_momentum=cfg.ema or 0.99), loss,
+                      metrics=[paired_accuracy(classes) if pairs
+                               else label_accuracy() if taught else "accuracy"])
     val_ds = datasets.image_dataset(x_va, y_va, eval_batch["val"], False, None, cfg.seed)
     backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
     if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
@@ -88,13 +95,14 @@ def fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch:
     # raw weights, not the average.
     callbacks = epoch_callbacks(cfg, backup, ema=cfg.ema > 0)
     model.fit(train_ds, validation_data=val_ds, epochs=epochs,
-              class_weight=None if pairs else weights,  # pairs carry them as sample weights
+              # pairs and taught images carry them as sample weights
+              class_weight=None if pairs or taught else weights,
               steps_per_epoch=steps if pairs else None,
               shuffle=False,  # the dataset shuffles itself
               callbacks=[*callbacks,
                          keras.callbacks.CSVLogger(str(epoch_log), append=True),
                          *extra_callbacks], verbose=1 if cfg.progress else 0)
-    if pairs:  # save a model that loads without this module's loss
+    if pairs or taught:  # save a model that loads without this module's loss
         with strategy.scope():
             model.compile(model.optimizer, "sparse_categorical_crossentropy",
                           metrics=["accuracy"])
@@ -125,6 +133,74 @@ def consistency_loss(num_classes: int, weight: float):
         return (keras.losses.sparse_categorical_crossentropy(y % num_classes, y_pred)
                 + weight * paired * divergence)
     return loss
+
+
+TEMPERATURE = 2.0  # distillation: both sides' probabilities softened by this
+
+
+def teacher_targets(cfg: TrainConfig, samples, expected: int):
+    """The teacher's probabilities on each training image, unjittered, read at the teacher's
+    own input size from the files (the contract's preprocess, as it was trained): (n, classes).
+
+    The student learns them under every jitter: what a lab's other lamp or objective should
+    not change is the answer the teacher gives on the clean image."""
+    import keras
+    import numpy as np
+
+    import hemalite.train.model  # noqa: F401  registers the Ground layer for loading
+    from hemalite.contract import InputSpec
+    from hemalite.train import data
+
+    path = Path(cfg.teacher)
+    path = path / "model.keras" if path.is_dir() else path
+    if not path.is_file():
+        raise data.TrainError(f"--teacher {cfg.teacher}: no model.keras there (a finished "
+                              "`hemalite train` run, or its model.keras)")
+    teacher = keras.models.load_model(path, compile=False)
+    side = int(teacher.input_shape[1])
+    x, _, _ = data.load_pixels(cfg.data_dir, samples, InputSpec(side, side), cfg.progress)
+    if len(x) != expected:  # the same files fail to decode at any size
+        raise data.TrainError(f"--teacher: read {len(x)} training images, expected {expected}")
+    log.info("teacher %s (%d px) on %d training images", path, side, len(x))
+    probs = teacher.predict(x.astype("float32"), batch_size=cfg.batch_size,
+                            verbose=1 if cfg.progress else 0)
+    probs = probs[0] if isinstance(probs, (list, tuple)) else probs
+    return np.asarray(probs, dtype="float32")
+
+
+def distillation_loss(weight: float, temperature: float = TEMPERATURE):
+    """A Keras loss: (1 - weight) x cross-entropy with the label + weight x T^2 x the
+    Kullback-Leibler divergence from the teacher's probabilities to the model's, both
+    softened by the temperature T (Hinton et al. 2015). Training rows carry [label, teacher's
+    probabilities] (image_dataset(taught=...)); plain labels (validation) get the
+    cross-entropy alone, so the validation loss stays comparable with other runs."""
+    import keras
+    from keras import ops
+
+    def soften(p):
+        return ops.softmax(ops.log(ops.clip(p, 1e-7, 1.0)) / temperature, axis=-1)
+
+    def loss(y_true, y_pred):
+        if len(y_true.shape) < 2 or y_true.shape[-1] == 1:  # a plain label
+            return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+        label = ops.cast(y_true[:, 0], "int32")
+        teacher, student = soften(y_true[:, 1:]), ops.clip(soften(y_pred), 1e-7, 1.0)
+        divergence = ops.sum(teacher * (ops.log(ops.clip(teacher, 1e-7, 1.0))
+                                        - ops.log(student)), axis=-1)
+        return ((1 - weight) * keras.losses.sparse_categorical_crossentropy(label, y_pred)
+                + weight * temperature ** 2 * divergence)
+    return loss
+
+
+def label_accuracy():
+    """The accuracy metric for distillation_loss's rows (the label first) or plain labels."""
+    import keras
+    from keras import ops
+
+    def accuracy(y_true, y_pred):
+        y = ops.cast(y_true[:, 0] if len(y_true.shape) > 1 else y_true, "int32")
+        return ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, -1), "int32"), y), "float32")
+    return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
 
 
 def paired_accuracy(num_classes: int):
