@@ -182,9 +182,14 @@ def merge_command(reports, out):
 @click.option("--retime", is_flag=True,
               help="At the end, time every configuration again side by side (files "
                    "alternating, three rounds): for a machine that trained while it timed.")
+@click.option("--teacher", default=None, metavar="RUN",
+              help="Also train every configuration distilled from this finished run "
+                   "(`hemalite train --teacher`), named `..._distilled`.")
+@click.option("--distill", type=click.FloatRange(0.0, 1.0), default=SweepConfig.distill,
+              show_default=True, help="With --teacher: the teacher's share of the loss.")
 @click.option("--verbose", is_flag=True)
 def sweep_command(data_dir, out, sizes, boundaries, weights, fine_tune_epochs, runs, retime,
-                  verbose):
+                  teacher, distill, verbose):
     """Train, convert, benchmark and audit each configuration, then compare them.
 
     Every size x --fine-tune-from combination is trained with the same recipe and split
@@ -198,6 +203,7 @@ def sweep_command(data_dir, out, sizes, boundaries, weights, fine_tune_epochs, r
     setup_logging(verbose)
     cfg = SweepConfig(data_dir=data_dir, out=out, sizes=tuple(sizes),
                       boundaries=tuple(boundaries), weights=weights,
-                      fine_tune_epochs=fine_tune_epochs, runs=runs)
+                      fine_tune_epochs=fine_tune_epochs, runs=runs, teacher=teacher,
+                      distill=distill)
     rows = run_sweep(cfg, retime)
     click.echo(f"{len(rows)} configurations; wrote {out}/sweep.md, sweep.json, sweep.png")

@@ -36,6 +36,8 @@ class SweepConfig:
     fine_tune_epochs the recipe's fine-tuning epochs, the same for every configuration
     split            the split configurations are compared on: validation, never test
     runs, warmup     timed and warm-up invokes per latency figure
+    teacher, distill with a teacher run: every configuration is trained twice, as is and
+                     distilled from it (`hemalite train --teacher --distill`, `_distilled`)
     """
 
     data_dir: str
@@ -47,6 +49,8 @@ class SweepConfig:
     split: str = "val"
     runs: int = 50
     warmup: int = 5
+    teacher: str | None = None
+    distill: float = 0.5
 
 
 def configurations(cfg: SweepConfig) -> dict[str, object]:
@@ -57,10 +61,14 @@ def configurations(cfg: SweepConfig) -> dict[str, object]:
     for size in cfg.sizes:
         for boundary in cfg.boundaries:
             name = f"size{size}" + ("" if boundary == DEFAULT_BOUNDARY else f"_from_{boundary}")
-            out[name] = TrainConfig(
-                data_dir=cfg.data_dir, out=str(Path(cfg.out, name)), weights=cfg.weights,
-                image_size=size, fine_tune_epochs=cfg.fine_tune_epochs,
-                fine_tune_from=boundary, progress=False)
+            for suffix, teacher in (("", None), ("_distilled", cfg.teacher)):
+                if suffix and not teacher:
+                    continue
+                out[name + suffix] = TrainConfig(
+                    data_dir=cfg.data_dir, out=str(Path(cfg.out, name + suffix)),
+                    weights=cfg.weights, image_size=size,
+                    fine_tune_epochs=cfg.fine_tune_epochs, fine_tune_from=boundary,
+                    teacher=teacher, distill=cfg.distill, progress=False)
     return out
 
 
@@ -128,7 +136,10 @@ def pareto(rows: list[dict], cost: str = "int8_ms_1t",
 def markdown(rows: list[dict], cfg: SweepConfig, machine: str) -> str:
     lines = [f"# hemalite sweep: {len(rows)} configurations, compared on the {cfg.split} split",
              "", f"Every configuration: `hemalite train` with --fine-tune-epochs "
-             f"{cfg.fine_tune_epochs} and the weights {cfg.weights}, then `hemalite convert` "
+             f"{cfg.fine_tune_epochs} and the weights {cfg.weights}"
+             + (f" (`_distilled`: also --teacher {cfg.teacher} --distill {cfg.distill})"
+                if cfg.teacher else "")
+             + ", then `hemalite convert` "
              "(float32, int8) and `hemalite bench`'s harness with its audit on the same "
              f"split. Latency: median of {cfg.runs} invokes"
              + (", each the median of three side-by-side rounds (`--retime`)"
