@@ -293,6 +293,19 @@ def choose_zoom(views: Views, check: acquisition.AcquisitionCheck | None, y: np.
 
 def choose_colour(views: Views, check: acquisition.AcquisitionCheck | None, y: np.ndarray,
                   index: np.ndarray, zoom: float) -> Step:
+    """read_colour's step, kept at none when the labels say the base model is less often
+    right with it (a model that already survives the site's stain needs no turn)."""
+    plain, step = Step(zoom=zoom), read_colour(views, check, index, zoom)
+    if step == plain:
+        return plain
+
+    def right(s):
+        return int((views.at(s).probs[index].argmax(1) == y[index]).sum())
+    return step if right(step) >= right(plain) else plain
+
+
+def read_colour(views: Views, check: acquisition.AcquisitionCheck | None, index: np.ndarray,
+                zoom: float) -> Step:
     """The colour step that brings the site's stain to training's: the hue turn from the
     circular mean of the site's leukocyte hue to training's median, the saturation gain
     from their medians' ratio (the acquisition check's own readings, no labels), then read
@@ -305,8 +318,7 @@ def choose_colour(views: Views, check: acquisition.AcquisitionCheck | None, y: n
     (HUE_TOLERANCE, SATURATION_TOLERANCE: how far one microscope's 40 images move them),
     and the step read is always the step that would be kept. Read on images whose exposure
     is in range only (a bright lamp pales the stain: that is the lamp's fault, not the
-    stain's), and kept at none when the labels say the base model is less often right
-    with it."""
+    stain's); no labels."""
     plain = Step(zoom=zoom)
     exposed = well_exposed(views, check, index)
     if exposed is None:
@@ -348,12 +360,7 @@ def choose_colour(views: Views, check: acquisition.AcquisitionCheck | None, y: n
         if Step(zoom, turn, gain) == step:
             break  # nothing left to correct beyond the tolerances (a stain like training's)
         step = Step(zoom, turn, gain)
-    if step == plain:
-        return plain
-
-    def right(s):
-        return int((views.at(s).probs[index].argmax(1) == y[index]).sum())
-    return step if right(step) >= right(plain) else plain
+    return step
 
 
 def fit_head(features: np.ndarray, y: np.ndarray, start: Head, prior: float = PRIOR,

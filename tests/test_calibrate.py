@@ -202,13 +202,20 @@ def test_another_stain_colour_is_turned_back(tmp_path):
 def test_a_pale_stain_is_read_through_its_own_correction(tmp_path):
     """Real smears at saturation x0.4 (12 per class): one reading of the leukocytes'
     saturation falls short of the inverse, x2.5 (a validation site read x1.69); reading
-    again through the correction until it settles brings the gain within 20 % of it."""
+    again through the correction until it settles brings the gain within 20 % of it.
+    (Whether the step is then kept depends on the base model: the bundled one is as often
+    right without it, so this reads the step itself.)"""
+    from hemalite import acquisition
+
     write_site(tmp_path / "site", lambda rgb: shifts.saturation(rgb, 0.4), -12, 12)
-    out = tmp_path / "pale.tflite"
-    result = run(tmp_path / "site", "--out", out, "--folds", "3")
-    assert result.exit_code == 0, result.output
-    spec = load_model(out).info.spec
-    assert 2.0 <= spec.saturation <= 3.0 and spec.hue == 0.0, spec
+    base = load_model(default_model_path())
+    site = calibrate.read_site(str(tmp_path / "site"), base.info.labels, 10)
+    views = calibrate.Views(base, site)
+    check = acquisition.from_dict(base.domain.acquisition)
+    step = calibrate.read_colour(views, check, np.arange(len(site.y)), 1.0)
+    assert 2.0 <= step.saturation <= 3.0 and step.hue == 0.0, step
+    readings = sorted(s.saturation for s in views.cache if s.saturation != 1.0)
+    assert len(readings) >= 2 and readings[0] < 2.0  # the first correction fell short
 
 
 def test_the_widened_domain_check_accepts_a_sites_ordinary_images_at_its_stated_rate():

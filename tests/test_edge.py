@@ -472,7 +472,8 @@ def test_a_call_that_follows_the_stain_colour_is_referred():
 
 
 def test_an_unsure_call_near_an_acquisition_limit_is_referred_for_that_limit():
-    """near_limit on real smears, a little out of focus (radius 1.5, the audit's defocus):
+    """near_limit on real smears, a little out of focus (radius 0.8: at the bundled model's
+    224 px the audit's radius 1.5 is already past the focus limit, nothing is near it):
     an image is referred for a reading near its limit only when the call is unsure and the
     reading has gone past half-way to its limit, the first such reading in the order a
     technician fixes them; the same image with a sure call is accepted, and so it is on a
@@ -492,7 +493,7 @@ def test_an_unsure_call_near_an_acquisition_limit_is_referred_for_that_limit():
     files = sorted(SHARED_DATA.glob("*/*.jpg"))[::20]
     images = [preprocess(np.asarray(Image.open(f).convert("RGB")), model.info.spec)
               for f in files]
-    blurred = [assessing.assess(model, shifts.blur(i, 1.5)) for i in images]
+    blurred = [assessing.assess(model, shifts.blur(i, 0.8)) for i in images]
 
     def first_near(measures):  # the first reading past half-way, in the technician's order
         near = [(acquisition.REASONS.index(acquisition.MEASURES[n][0]), -p, n)
