@@ -68,7 +68,9 @@ def configurations(cfg: SweepConfig) -> dict[str, object]:
                     data_dir=cfg.data_dir, out=str(Path(cfg.out, name + suffix)),
                     weights=cfg.weights, image_size=size,
                     fine_tune_epochs=cfg.fine_tune_epochs, fine_tune_from=boundary,
-                    teacher=teacher, distill=cfg.distill, progress=False)
+                    teacher=teacher, progress=False,
+                    # a plain run keeps the default, so --distill does not rename its options
+                    **({"distill": cfg.distill} if teacher else {}))
     return out
 
 

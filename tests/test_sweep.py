@@ -12,6 +12,7 @@ def test_every_size_and_boundary_is_one_run_directory_and_a_teacher_adds_distill
                                         distill=0.3))
     assert list(taught) == ["size224", "size224_distilled"]
     assert taught["size224"].teacher is None
+    assert taught["size224"].distill == 0.5  # the default: a plain run's options unchanged
     assert (taught["size224_distilled"].teacher, taught["size224_distilled"].distill) == ("t", 0.3)
     assert taught["size224_distilled"].out == "o/size224_distilled"
 

@@ -397,7 +397,13 @@ def test_teacher_targets_reach_fine_tuning_and_a_plain_model_is_saved(tiny_data,
     missing = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "other", "--epochs", "1",
                                                  "--teacher", str(tmp_path / "nowhere")))
     assert missing.exit_code == 2 and "--teacher" in missing.output
-    assert "Traceback" not in missing.output
+    assert "Traceback" not in missing.output and not (tmp_path / "other").exists()
+    # a teacher trained on another split may have learnt this run's held-out images
+    other_split = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "other", "--epochs",
+                                                     "1", "--seed", "7", "--teacher",
+                                                     str(tiny_run)))
+    assert other_split.exit_code == 2 and "trained on another split" in other_split.output
+    assert not (tmp_path / "other").exists()  # refused before anything was written
 
 
 def phases_pixels(data_dir, run):

@@ -170,6 +170,7 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     keras.utils.set_random_seed(cfg.randomness_seed)
     splits, labels, summary = prepare_splits(cfg)
     log.info("split: %s", {k: v for k, v in summary.items() if k != "skipped"})
+    teacher = phases.teacher_path(cfg, splits, labels) if cfg.teacher else None
     pixels = _load_splits(cfg, splits, summary)
     model, backbone, head = _build(cfg, len(labels), strategy)
     pretrained = cfg.arch == "mobilenetv2" and cfg.weights.lower() != "none"
@@ -197,8 +198,9 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
         epochs, lr = cfg.fine_tune_epochs, cfg.fine_tune_learning_rate
     else:
         epochs, lr = cfg.epochs, cfg.learning_rate
-    soft = (phases.teacher_targets(cfg, splits["train"], len(pixels["train"][0]))
-            if cfg.teacher and epochs > 0 else None)
+    soft = (phases.teacher_targets(cfg, teacher, splits["train"], len(labels),
+                                   len(pixels["train"][0]))
+            if teacher and epochs > 0 else None)
     if epochs > 0:
         history["fine_tune" if pretrained else "train"] = phases.fit_end_to_end(
             cfg, run, model, pixels, eval_batch, weights, strategy, epochs, lr, extra_callbacks,

@@ -138,7 +138,37 @@ def consistency_loss(num_classes: int, weight: float):
 TEMPERATURE = 2.0  # distillation: both sides' probabilities softened by this
 
 
-def teacher_targets(cfg: TrainConfig, samples, expected: int):
+def teacher_path(cfg: TrainConfig, splits, labels) -> Path:
+    """The teacher's model.keras, checked before any work (nothing written when refused): it
+    must exist, and a teacher run's labels and held-out images must be the student's, or its
+    answers would carry the student's validation and test images into training."""
+    from hemalite.train import data
+
+    path = Path(cfg.teacher)
+    run = path if path.is_dir() else path.parent
+    path = path / "model.keras" if path.is_dir() else path
+    if not path.is_file():
+        raise data.TrainError(f"--teacher {cfg.teacher}: no model.keras there (a finished "
+                              "`hemalite train` run, or its model.keras)")
+    if (run / "labels.txt").is_file() and data.read_labels(run / "labels.txt") != tuple(labels):
+        raise data.TrainError(f"--teacher {cfg.teacher}: its labels "
+                              f"{list(data.read_labels(run / 'labels.txt'))} are not "
+                              f"{list(labels)}")
+    for name in ("val", "test"):
+        manifest = run / "splits" / f"{name}.csv"
+        if not manifest.is_file():
+            log.warning("--teacher %s has no %s manifest: cannot check that it never trained "
+                        "on this run's %s images", cfg.teacher, name, name)
+            continue
+        theirs = {s.path for s in data.read_manifest(manifest, labels)}
+        if theirs != {s.path for s in splits[name]}:
+            raise data.TrainError(f"--teacher {cfg.teacher} was trained on another split (its "
+                                  f"{name} images differ): it may have learnt this run's "
+                                  f"{name} images; use the same data, --seed and fractions")
+    return path
+
+
+def teacher_targets(cfg: TrainConfig, path: Path, samples, num_classes: int, expected: int):
     """The teacher's probabilities on each training image, unjittered, read at the teacher's
     own input size from the files (the contract's preprocess, as it was trained): (n, classes).
 
@@ -151,21 +181,22 @@ def teacher_targets(cfg: TrainConfig, samples, expected: int):
     from hemalite.contract import InputSpec
     from hemalite.train import data
 
-    path = Path(cfg.teacher)
-    path = path / "model.keras" if path.is_dir() else path
-    if not path.is_file():
-        raise data.TrainError(f"--teacher {cfg.teacher}: no model.keras there (a finished "
-                              "`hemalite train` run, or its model.keras)")
     teacher = keras.models.load_model(path, compile=False)
     side = int(teacher.input_shape[1])
     x, _, _ = data.load_pixels(cfg.data_dir, samples, InputSpec(side, side), cfg.progress)
     if len(x) != expected:  # the same files fail to decode at any size
         raise data.TrainError(f"--teacher: read {len(x)} training images, expected {expected}")
     log.info("teacher %s (%d px) on %d training images", path, side, len(x))
-    probs = teacher.predict(x.astype("float32"), batch_size=cfg.batch_size,
-                            verbose=1 if cfg.progress else 0)
-    probs = probs[0] if isinstance(probs, (list, tuple)) else probs
-    return np.asarray(probs, dtype="float32")
+    chunks = []
+    for start in range(0, len(x), 256):  # float copies of 256 images, not of all of them
+        probs = teacher.predict(x[start:start + 256].astype("float32"),
+                                batch_size=cfg.batch_size, verbose=0)
+        chunks.append(probs[0] if isinstance(probs, (list, tuple)) else probs)
+    probs = np.concatenate(chunks).astype("float32")
+    if probs.shape[1] != num_classes:
+        raise data.TrainError(f"--teacher {cfg.teacher} answers {probs.shape[1]} classes, "
+                              f"this run has {num_classes}")
+    return probs
 
 
 def distillation_loss(weight: float, temperature: float = TEMPERATURE):
