@@ -346,7 +346,8 @@ def domain_markdown(report: dict) -> list[str]:
         return []
     out = _section("Domain check: what is referred",
                    "At each model's recommended operating point (its stored domain threshold, "
-                   "set on the validation split, and its confidence floor, `--min-confidence "
+                   "set on the validation split, the feature score's also on training "
+                   "images, and its confidence floor, `--min-confidence "
                    "auto`). Accepted as malignant = not referred and called Early, Pre or Pro.",
                    ["variant", "threshold", "floor", "in-domain referred", "accuracy on accepted"]
                    + [f"{k}: referred / accepted as malignant" for k in checked[0]["domain"]["ood"]])

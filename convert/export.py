@@ -356,8 +356,9 @@ def domain_check(path: Path, x: np.ndarray, y: np.ndarray, fitted: dom.DomainChe
     features: each variant gets its own): the outlier score fitted on `outlier_fit`
     (training images, synthetic outliers; measured on the int8 model of row F, fitting it on
     int8 rather than float features cut strong shifts accepted as malignant from 14 to 8 %),
-    then the thresholds and the confidence floor on validation images `x`, `y`. The floor
-    spends what is left of the referral budget (hemalite.domain.operating_floor)."""
+    then the thresholds (the feature score's also on those training images) and the confidence
+    floor on validation images `x`, `y`. The floor spends what is left of the referral budget
+    (hemalite.domain.operating_floor)."""
     from hemalite.edge.runtime import load_model
 
     model = load_model(path)

@@ -17,8 +17,8 @@ on (another stain, another magnification, healthy cells from another lab). The c
    close-ups of healthy cells that the model called malignant); what separates those is a
    direction in feature space, which the regression finds.
 
-Thresholds are set on the validation split at a stated in-domain acceptance; the test split
-is never used. The fitted numbers travel inside the .tflite as `domain.json`. numpy only.
+Thresholds are set on the validation split at a stated in-domain acceptance (the feature
+score's also on 700 training images, the larger of the two); the test split is never used. The fitted numbers travel inside the .tflite as `domain.json`. numpy only.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class DomainCheck:
 
     means: list  # (classes, dims) class means in whitened feature space
     threshold: float  # feature score above this: out of domain
-    acceptance: float  # share of validation images accepted at `threshold`
+    acceptance: float  # share of validation (and training) images accepted at `threshold`
     acquisition: dict = field(default_factory=dict)  # hemalite.acquisition.AcquisitionCheck
     min_confidence: float = 0.0  # the recommended floor, `--min-confidence auto`
     leukocytes: bool = True  # training images show stained leukocytes: an image without any
