@@ -238,11 +238,12 @@ def test_the_widened_domain_check_accepts_a_sites_ordinary_images_at_its_stated_
 
 @pytest.mark.slow
 def test_a_lamp_the_model_does_not_survive_is_referred_with_its_fix_not_adapted_to(tmp_path):
-    """Real smears under a lamp x1.4 (12 per class): the base model's best guess fails on
+    """Real smears under a lamp x1.5 (12 per class): the base model's best guess fails on
     many of them, so calibration keeps training's exposure and focus ranges: the site's
     images are referred for exposure with the fix, and the report and the command say
-    why. (Adapting to that lamp accepted 78 % right on validation.)"""
-    write_site(tmp_path / "site", lambda rgb: shifts.brightness(rgb, 1.4), 12, 12)
+    why. (x1.5: the distilled bundled model survives x1.4 on some cross-validation folds of
+    these images; adapting the 288-px model to x1.4 accepted 78 % right on validation.)"""
+    write_site(tmp_path / "site", lambda rgb: shifts.brightness(rgb, 1.5), 12, 12)
     out = tmp_path / "lamp.tflite"
     result = run(tmp_path / "site", "--out", out, "--folds", "3")
     assert result.exit_code == 0, result.output
