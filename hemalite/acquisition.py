@@ -59,7 +59,7 @@ SIDES = {"focus": "low", "clipped": "high", "strength": "low"}
 # A reading more than this share of the way from its median to a limit is near it
 # (AcquisitionCheck.nearest_limits): hemalite.edge.assess names an unsure or out-of-domain
 # call's REFER after such a reading. And a focus fault whose leukocytes have gone more than
-# ENLARGED of the way to the high magnification limit (1.23 x training's size for the
+# ENLARGED of the way to the high magnification limit (1.22 x training's size for the
 # bundled model) is named as a magnification first (faults): an enlarged field reads as
 # blurred, and the leukocytes' stained area, unlike the red cells' radius, survives a
 # defocus. Both chosen on the validation split (scripts/experiments/near_limit.py): objective
