@@ -42,3 +42,16 @@ def floor_rows(path: str, check) -> list[dict]:
             r["limits"] = check.nearest_limits(measures)
             rows.append(r)
     return rows
+
+
+def floor_csv(doc: str, what: str):
+    """The command line of a script that reads floor.py's CSV (`what`: which run of it) with
+    the bundled model's acquisition check, or --model's: (its rows (floor_rows), the check)."""
+    from hemalite.edge.runtime import default_model_path, load_model
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("csv", help=what)
+    parser.add_argument("--model", default=str(default_model_path()))
+    args = parser.parse_args()
+    check = load_model(args.model).domain.acquisition_check
+    return floor_rows(args.csv, check), check

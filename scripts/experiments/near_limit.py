@@ -45,27 +45,19 @@ split, read once: neither 89 / 99 / 96 / 70 / 87 / 85 %; kept 92 / 90 / 100 / 85
 """
 from __future__ import annotations
 
-import argparse
-
 from collections import Counter
 
 import numpy as np
-from common import floor_rows  # this script's folder is on sys.path
+from common import floor_csv  # this script's folder is on sys.path
 
 from hemalite import acquisition, shifts
-from hemalite.edge.runtime import default_model_path, load_model
 
 GRID = ((0.0, 0.0), (0.7, 0.0), (0.8, 0.0), (0.9, 0.0), (0.7, 0.5), (0.8, 0.25), (0.8, 0.5),
         (0.8, 0.75), (0.9, 0.5), (0.9, 0.75))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv", help="floor.py --no-near-limit's output")
-    parser.add_argument("--model", default=str(default_model_path()))
-    args = parser.parse_args()
-    check = load_model(args.model).domain.acquisition_check
-    rows = floor_rows(args.csv, check)
+    rows, check = floor_csv(__doc__, "floor.py --no-near-limit's output")
     for r in rows:
         r["position"] = r["limits"][0][0] if r["limits"] else 0.0
     print_floors(rows)

@@ -17,23 +17,15 @@ the model survives moves the same two readings.
 """
 from __future__ import annotations
 
-import argparse
+from common import floor_csv  # this script's folder is on sys.path
 
-from common import floor_rows  # this script's folder is on sys.path
-
-from hemalite.edge.runtime import default_model_path, load_model
 
 SHIFTS = ("as is", "hue -15", "hue +15", "hue -30", "hue +30", "saturation x0.6",
           "contrast x0.8", "brightness x0.85", "jpeg q30", "blur r1.5")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv", help="floor.py's output (the product's decisions)")
-    parser.add_argument("--model", default=str(default_model_path()))
-    args = parser.parse_args()
-    check = load_model(args.model).domain.acquisition_check
-    rows = floor_rows(args.csv, check)
+    rows, _ = floor_csv(__doc__, "floor.py's output (the product's decisions)")
     for p in (0.4, 0.5, 0.6):
         line = f"P {p}:"
         for name in SHIFTS:
