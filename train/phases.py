@@ -84,8 +84,7 @@ def fit_end_to_end(cfg: TrainConfig, run: Path, model, pixels: dict, eval_batch:
                 else "sparse_categorical_crossentropy")
         model.compile(keras.optimizers.Adam(lr, use_ema=cfg.ema > 0,
                                             ema_momentum=cfg.ema or 0.99), loss,
-                      metrics=[paired_accuracy(classes) if pairs
-                               else label_accuracy() if taught else "accuracy"])
+                      metrics=[paired_accuracy(classes) if pairs or taught else "accuracy"])
     val_ds = datasets.image_dataset(x_va, y_va, eval_batch["val"], False, None, cfg.seed)
     backup, epoch_log = run / "checkpoints" / "backup", run / "checkpoints" / "epochs.csv"
     if not backup.exists() and epoch_log.exists():  # a fresh phase, not a resume
@@ -223,23 +222,15 @@ def distillation_loss(weight: float, temperature: float = TEMPERATURE):
     return loss
 
 
-def label_accuracy():
-    """The accuracy metric for distillation_loss's rows (the label first) or plain labels."""
-    import keras
-    from keras import ops
-
-    def accuracy(y_true, y_pred):
-        y = ops.cast(y_true[:, 0] if len(y_true.shape) > 1 else y_true, "int32")
-        return ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, -1), "int32"), y), "float32")
-    return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
-
-
 def paired_accuracy(num_classes: int):
-    """The accuracy metric for consistency_loss's labels (paired or not)."""
+    """The accuracy metric for both rewritten losses' labels: consistency_loss's (a label +
+    num_classes when paired), distillation_loss's rows (the label first), or plain labels."""
     import keras
     from keras import ops
 
     def accuracy(y_true, y_pred):
+        if len(y_true.shape) > 1 and y_true.shape[-1] not in (None, 1):  # [label, teacher]
+            y_true = y_true[:, 0]
         y = ops.cast(ops.reshape(y_true, (-1,)), "int32") % num_classes
         return ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, -1), "int32"), y), "float32")
     return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
