@@ -7,9 +7,9 @@ Each image of the split, as is and under the audit's shifts and the faults
 (hemalite.shifts.AUDIT_SHIFTS, FAULT_SHIFTS), goes through the product's own assessment
 (hemalite.edge.assess.assess with the bundled model's checks, probes included, no floor;
 --no-near-limit: without session 18's rules on readings near their limit, as it found them).
-One CSV row per image and shift: the truth, the call, its top probability, the REFER reason
-and the acquisition readings; then, per floor, the share referred and how right the
-accepted rest is.
+One CSV row per image and shift: the truth, the call, its top probability, its margin over
+the second, the domain feature score, the REFER reason and the acquisition readings; then,
+per floor, the share referred and how right the accepted rest is.
 """
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ def main() -> None:
             records.append({"shift": name, "path": path, "truth": truth,
                             "call": labels[int(np.argmax(a.probabilities))],
                             "top": f"{a.probabilities.max():.4f}", "reason": a.reason or "",
+                            "margin": f"{np.subtract(*np.sort(a.probabilities)[-1:-3:-1]):.4f}",
+                            "domain_score": f"{a.domain_score or 0:.4f}",
                             **{k: f"{v:.4f}" for k, v in values.items()},
                             "leukocyte_scale": f"{check.leukocyte_scale(a.measures or {}):.4f}"})
     with open(out, "w", newline="") as fh:
