@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -381,17 +383,29 @@ def test_teacher_targets_reach_fine_tuning_and_a_plain_model_is_saved(tiny_data,
     real_dataset = datasets.image_dataset
     monkeypatch.setattr(datasets, "image_dataset",
                         lambda *a, **k: seen.append(k.get("taught")) or real_dataset(*a, **k))
-    result = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "run", "--epochs", "2",
-                                                "--teacher", str(tiny_run),
-                                                "--distill", "0.7"))
+    teacher_run = tmp_path / "teacher"  # a copy: this test retrains it below
+    shutil.copytree(tiny_run, teacher_run)
+    args = tiny_args(tiny_data, tmp_path / "run", "--epochs", "2", "--teacher",
+                     str(teacher_run), "--distill", "0.7")
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "run" / "teacher.json").read_text())
+    assert recorded["sha256"] == hashlib.sha256(
+        (teacher_run / "model.keras").read_bytes()).hexdigest()
     weights, soft = next(t for t in seen if t is not None)  # validation's has none
-    teacher = keras.saving.load_model(tiny_run / "model.keras")
+    teacher = keras.saving.load_model(teacher_run / "model.keras")
     x, _, _ = phases_pixels(tiny_data, tmp_path / "run")
     np.testing.assert_allclose(soft, teacher.predict(x, verbose=0), atol=1e-5)
     assert np.allclose(soft.sum(1), 1) and len(weights) == 3
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["teacher"] == str(tiny_run) and config["distill"] == 0.7
+    assert config["teacher"] == str(teacher_run) and config["distill"] == 0.7
+    # the teacher retrained at its path while the student was interrupted: not resumed
+    teacher.layers[-1].set_weights([w + 0.1 for w in teacher.layers[-1].get_weights()])
+    teacher.save(teacher_run / "model.keras")
+    (tmp_path / "run" / "checkpoints").mkdir()
+    changed = CliRunner().invoke(main, args)
+    assert changed.exit_code == 2 and "has changed since" in changed.output, changed.output
+    assert "Traceback" not in changed.output
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")  # no custom objects
     assert model.loss == "sparse_categorical_crossentropy"
     missing = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "other", "--epochs", "1",

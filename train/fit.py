@@ -171,6 +171,7 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     splits, labels, summary = prepare_splits(cfg)
     log.info("split: %s", {k: v for k, v in summary.items() if k != "skipped"})
     teacher = phases.teacher_path(cfg, splits, labels) if cfg.teacher else None
+    teacher_digest = phases.check_teacher_unchanged(run, teacher) if teacher else None
     pixels = _load_splits(cfg, splits, summary)
     model, backbone, head = _build(cfg, len(labels), strategy)
     pretrained = cfg.arch == "mobilenetv2" and cfg.weights.lower() != "none"
@@ -189,6 +190,8 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     eval_batch = {s: multiworker.eval_batch_size(len(pixels[s][0]), cfg.batch_size, replicas)
                   for s in data.SPLITS}
     write_run_start(cfg, run, splits, labels)
+    if teacher:  # which teacher's answers this run learns, checked again on a resume
+        write_json(run / "teacher.json", {"path": str(teacher), "sha256": teacher_digest})
     weights = datasets.class_weights(pixels["train"][1], len(labels))
     history: dict = {}
     if pretrained:

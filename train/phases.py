@@ -167,6 +167,26 @@ def teacher_path(cfg: TrainConfig, splits, labels) -> Path:
     return path
 
 
+def check_teacher_unchanged(run: Path, path: Path) -> str:
+    """The teacher file's sha256, checked against the one its run recorded (teacher.json)
+    when it started: a teacher retrained at the same path while the student was interrupted
+    would give a resumed student other targets than its first epochs learnt. Refused with
+    one line (use --force to start afresh); returns the digest for the caller to record."""
+    import hashlib
+
+    from hemalite.train import data
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    recorded = run / "teacher.json"
+    if recorded.is_file():
+        before = json.loads(recorded.read_text()).get("sha256")
+        if before != digest:
+            raise data.TrainError(f"--teacher {path} has changed since {run} started (sha256 "
+                                  f"{before[:12]}... -> {digest[:12]}...): a resumed run would "
+                                  "learn other targets; use --force to train afresh")
+    return digest
+
+
 def teacher_targets(cfg: TrainConfig, path: Path, samples, num_classes: int, expected: int):
     """The teacher's probabilities on each training image, unjittered, read at the teacher's
     own input size from the files (the contract's preprocess, as it was trained): (n, classes).

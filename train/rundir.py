@@ -25,7 +25,7 @@ def save_keras(model, path: Path) -> None:
 
 # What `hemalite train` (and `hemalite convert`'s default --out) leave in a run directory.
 RUN_ARTEFACTS = ("model.keras", "config.json", "labels.txt", "history.json", "metrics.json",
-                 "confusion_matrix.png", "splits", "checkpoints", "tflite")
+                 "confusion_matrix.png", "splits", "checkpoints", "tflite", "teacher.json")
 _NOT_COMPARED = ("out", "progress", "force")  # options that do not change the model
 
 
