@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -390,8 +389,7 @@ def test_teacher_targets_reach_fine_tuning_and_a_plain_model_is_saved(tiny_data,
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     recorded = json.loads((tmp_path / "run" / "teacher.json").read_text())
-    assert recorded["sha256"] == hashlib.sha256(
-        (teacher_run / "model.keras").read_bytes()).hexdigest()
+    assert recorded["sha256"] == phases.teacher_digest(teacher_run / "model.keras")
     weights, soft = next(t for t in seen if t is not None)  # validation's has none
     teacher = keras.saving.load_model(teacher_run / "model.keras")
     x, _, _ = phases_pixels(tiny_data, tmp_path / "run")
@@ -399,7 +397,10 @@ def test_teacher_targets_reach_fine_tuning_and_a_plain_model_is_saved(tiny_data,
     assert np.allclose(soft.sum(1), 1) and len(weights) == 3
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["teacher"] == str(teacher_run) and config["distill"] == 0.7
-    # the teacher retrained at its path while the student was interrupted: not resumed
+    # saved again unchanged (Keras records the save time), the teacher keeps its digest ...
+    teacher.save(tmp_path / "resaved.keras")
+    assert phases.teacher_digest(tmp_path / "resaved.keras") == recorded["sha256"]
+    # ... retrained at its path while the student was interrupted, it is not resumed from
     teacher.layers[-1].set_weights([w + 0.1 for w in teacher.layers[-1].get_weights()])
     teacher.save(teacher_run / "model.keras")
     (tmp_path / "run" / "checkpoints").mkdir()

@@ -171,7 +171,7 @@ def _train(cfg: TrainConfig, run: Path, strategy, extra_callbacks) -> dict:
     splits, labels, summary = prepare_splits(cfg)
     log.info("split: %s", {k: v for k, v in summary.items() if k != "skipped"})
     teacher = phases.teacher_path(cfg, splits, labels) if cfg.teacher else None
-    teacher_digest = phases.check_teacher_unchanged(run, teacher) if teacher else None
+    teacher_digest = phases.check_teacher_unchanged(Path(cfg.out), teacher) if teacher else None
     pixels = _load_splits(cfg, splits, summary)
     model, backbone, head = _build(cfg, len(labels), strategy)
     pretrained = cfg.arch == "mobilenetv2" and cfg.weights.lower() != "none"

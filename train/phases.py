@@ -167,23 +167,42 @@ def teacher_path(cfg: TrainConfig, splits, labels) -> Path:
     return path
 
 
-def check_teacher_unchanged(run: Path, path: Path) -> str:
-    """The teacher file's sha256, checked against the one its run recorded (teacher.json)
-    when it started: a teacher retrained at the same path while the student was interrupted
-    would give a resumed student other targets than its first epochs learnt. Refused with
-    one line (use --force to start afresh); returns the digest for the caller to record."""
+def teacher_digest(path: Path) -> str:
+    """sha256 of what a teacher answers from: its weights, in order, with their shapes. Not
+    of the file: Keras writes the save time and the optimiser's state into it, so the same
+    teacher saved again would read as another."""
     import hashlib
 
+    import keras
+
+    import hemalite.train.model  # noqa: F401  registers the Ground layer for loading
+
+    digest = hashlib.sha256()
+    for weight in keras.models.load_model(path, compile=False).weights:
+        value = keras.ops.convert_to_numpy(weight)
+        digest.update(str(value.shape).encode() + value.tobytes())
+    return digest.hexdigest()
+
+
+def check_teacher_unchanged(out: Path, path: Path) -> str:
+    """The teacher's digest (teacher_digest), checked against the one the run recorded in
+    --out/teacher.json when it started: a teacher retrained at the same path while the
+    student was interrupted would give a resumed student other targets than its first
+    epochs learnt. Refused with one line (use --force to start afresh). Every worker of a
+    multi-worker run reads the chief's --out, so all refuse alike. Returns the digest."""
     from hemalite.train import data
 
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    recorded = run / "teacher.json"
+    digest = teacher_digest(path)
+    recorded = out / "teacher.json"
     if recorded.is_file():
         before = json.loads(recorded.read_text()).get("sha256")
         if before != digest:
-            raise data.TrainError(f"--teacher {path} has changed since {run} started (sha256 "
-                                  f"{before[:12]}... -> {digest[:12]}...): a resumed run would "
-                                  "learn other targets; use --force to train afresh")
+            raise data.TrainError(f"--teacher {path} has changed since {out} started (sha256 "
+                                  f"{str(before)[:12]}... -> {digest[:12]}...): a resumed run "
+                                  "would learn other targets; use --force to train afresh")
+    elif (out / "checkpoints").exists():
+        log.warning("%s records no teacher (started before hemalite recorded one): cannot "
+                    "check that %s is the teacher its first epochs learnt from", out, path)
     return digest
 
 
