@@ -15,8 +15,9 @@ mean of the best guesses over the shifted sites against #29's 97 %.
 
 From floor.py's per-image CSV (the product's checks on a split as is, no floor): how much a
 floor on the top probability must refer before the accepted are 99.3 % right (#30's as-is
-bar, at most 3 % referred), and how many wrong calls sit at the int8 model's highest
-probability (255/256), where no confidence rule can reach them.
+bar, at most 3 % referred), and how many wrong calls sit at the split's highest top
+probability (255/256 for the int8 model), where no floor can refer them alone; the same for
+a threshold on the margin and on the domain feature score.
 """
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ import numpy as np
 
 SITE_RIGHT, SITE_ACCEPTED, MEAN_RIGHT = 0.94, 0.985, 0.97  # issue #29's bars per site
 AS_IS_REFERRED, AS_IS_ACCEPTED = 0.03, 0.993  # issue #30's as-is bars
-TOP_INT8 = 255 / 256
 
 
 def best_floor(per_image: list) -> tuple[float, float, float] | None:
@@ -39,7 +39,8 @@ def best_floor(per_image: list) -> tuple[float, float, float] | None:
     adds to the product's other checks: what they refer stays referred."""
     top = np.array([p[0] or 0.0 for p in per_image])
     right = np.array([bool(p[1]) for p in per_image])
-    open_ = np.array([p[2] in (None, "low-confidence") for p in per_image])
+    # an image that could not be read (no probabilities) is never accepted
+    open_ = np.array([p[0] is not None and p[2] in (None, "low-confidence") for p in per_image])
     best = None
     for f in np.unique(np.r_[0.0, top]):
         accepted = open_ & (top >= f)
@@ -79,46 +80,42 @@ def as_is_table(path: Path) -> list[str]:
     right = np.array([r["call"] == r["truth"] for r in rows])
     checked = np.array([not r["reason"] for r in rows])
     wrong = ~right & checked
+    highest = top.max()
     lines = ["### As is: a floor on the top probability over the product's checks", "",
              f"{len(rows)} images; the checks refer {1 - checked.mean():.1%}; the accepted are "
              f"{right[checked].mean():.1%} right ({wrong.sum()} wrong, top probabilities "
-             + ", ".join(f"{t:.3f}" for t in sorted(top[wrong]))
-             + f"); {np.sum(wrong & (top >= TOP_INT8))} at the int8 model's highest "
-             "probability (255/256).", "",
+             + ", ".join(f"{t:.4f}" for t in sorted(top[wrong]))
+             + f"); {np.sum(wrong & (top >= highest))} at the highest top probability of the "
+             f"split ({highest:.4f}), where no floor can refer it alone.", "",
              "| floor | referred | right of accepted |", "|---|---|---|"]
-    needed = None
     for f in np.unique(np.r_[0.0, top]):
         accepted = checked & (top >= f)
-        if not accepted.any():
-            break
-        referred, acc = 1 - accepted.mean(), right[accepted].mean()
-        if f == 0.0 or f >= 0.5:
-            lines.append(f"| {f:.3f} | {referred:.1%} | {acc:.1%} |")
-        if needed is None and acc >= AS_IS_ACCEPTED:
-            needed = (f, referred)
+        if accepted.any() and (f == 0.0 or f >= 0.5):
+            lines.append(f"| {f:.4f} | {1 - accepted.mean():.1%} | {right[accepted].mean():.1%} |")
+    share = needed(-top, checked, right)
     lines += ["", "A floor reaches 99.3 % right among the accepted "
-              + ("never (the wrong calls at 255/256 stay)" if needed is None else
-                 f"at {needed[0]:.3f}, referring {needed[1]:.1%}")
+              + ("never" if share is None else f"when it refers {share:.1%}")
               + f" (the bar: at most {AS_IS_REFERRED:.0%} referred)."]
     margin = np.array([float(r["margin"]) for r in rows])
     score = np.array([float(r["domain_score"]) for r in rows])
     for name, doubt in (("the margin over the second label", -margin),
                         ("the domain feature score", score)):
-        share = ranked(doubt, checked, right)
-        lines.append(f"Referring by {name} instead (the most doubtful first, after the "
-                     f"checks): 99.3 % right among the accepted at {share:.1%} referred.")
+        share = needed(doubt, checked, right)
+        lines.append(f"Referring by {name} instead (a threshold on it, after the checks): "
+                     "99.3 % right among the accepted "
+                     + ("never." if share is None else f"at {share:.1%} referred."))
     return lines
 
 
-def ranked(doubt: np.ndarray, checked: np.ndarray, right: np.ndarray) -> float:
-    """The share referred once the accepted are AS_IS_ACCEPTED right, referring the images
-    the checks accept in order of doubt, the most doubtful first."""
-    accepted = checked.copy()
-    for i in np.argsort(-doubt):
-        if right[accepted].mean() >= AS_IS_ACCEPTED:
-            break
-        accepted[i] = False
-    return 1 - accepted.mean()
+def needed(doubt: np.ndarray, checked: np.ndarray, right: np.ndarray) -> float | None:
+    """The least share referred by a threshold on `doubt` (accept what the checks accept and
+    doubt no more than the threshold) that leaves AS_IS_ACCEPTED of the accepted right;
+    None when no threshold does."""
+    for t in np.unique(doubt)[::-1]:  # the most lenient threshold first
+        accepted = checked & (doubt <= t)
+        if accepted.any() and right[accepted].mean() >= AS_IS_ACCEPTED:
+            return float(1 - accepted.mean())
+    return None
 
 
 def main() -> None:
