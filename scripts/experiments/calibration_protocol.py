@@ -73,8 +73,10 @@ def run_rest(model_path: str, rest: Path) -> dict:
                                if accepted else None),
             "reasons": dict(summary.reasons),
             # per image, for the operating-point analysis: best guess's probability, right,
-            # the REFER reason (None = accepted)
-            "per_image": [[r.top[0][1] if r.top else None, r.guess == r.truth, r.reason]
+            # the REFER reason (None = accepted); then its probabilities and its file (within
+            # the site's folder), to compare or combine models image by image (ceiling.py)
+            "per_image": [[r.top[0][1] if r.top else None, r.guess == r.truth, r.reason,
+                           r.probabilities, str(Path(r.source).relative_to(rest))]
                           for r in results]}
 
 

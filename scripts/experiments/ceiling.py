@@ -73,6 +73,32 @@ def sites_table(protocol: list[dict], setting: str) -> list[str]:
     return lines
 
 
+def ensemble_table(protocol: list[dict], other: list[dict], setting: str) -> list[str]:
+    """Per site, the best guess of each model and of the mean of their probabilities, image
+    by image (both protocols run with --seed alike, so each site holds the same images;
+    per-image probabilities and files: calibration_protocol.py since session 20). The
+    labels are the models' own order, the same for both."""
+    lines = [f"### Two calibrated models' mean probabilities ({setting} ingredients): the "
+             "best guess", "", "| site | this model | the other | their mean |",
+             "|---|---:|---:|---:|"]
+    means = []
+    for mine, theirs in zip(protocol, other):
+        a = {p[4]: p for p in mine[setting]["per_image"] if p[3] is not None}
+        b = {p[4]: p for p in theirs[setting]["per_image"] if p[3] is not None}
+        files = sorted(set(a) & set(b))
+        both = [np.argmax(np.add(a[f][3], b[f][3])) for f in files]
+        labels = sorted({f.split("/")[0] for f in files})  # all4: the labels are its sorted folders
+        right = np.mean([labels[k] == f.split("/")[0] for k, f in zip(both, files)])
+        guess = [np.mean([bool(d[f][1]) for f in files]) for d in (a, b)]
+        lines.append(f"| {mine['site']} | {guess[0]:.1%} | {guess[1]:.1%} | {right:.1%} |")
+        if mine["site"] != "as is":
+            means.append((*guess, right))
+    m = np.mean(means, axis=0)
+    lines.append(f"| mean of the {len(means)} shifted sites | {m[0]:.1%} | {m[1]:.1%} | "
+                 f"{m[2]:.1%} |")
+    return lines
+
+
 def as_is_table(path: Path) -> list[str]:
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["shift"] == "as is"]
@@ -122,12 +148,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", type=Path, help="calibration_protocol.py's JSON")
     parser.add_argument("--setting", default="default", help="its ingredient set")
+    parser.add_argument("--with", dest="other", type=Path, help="another model's protocol "
+                        "JSON (same manifest and --seed): the two models' mean per site")
     parser.add_argument("--floor-csv", type=Path, help="floor.py's per-image CSV")
     parser.add_argument("--out", type=Path, help="write the Markdown here too")
     args = parser.parse_args()
     lines = ["Made by `python scripts/experiments/ceiling.py " + " ".join(sys.argv[1:]) + "`", ""]
     if args.protocol:
         lines += sites_table(json.loads(args.protocol.read_text()), args.setting) + [""]
+    if args.protocol and args.other:
+        lines += ensemble_table(json.loads(args.protocol.read_text()),
+                                json.loads(args.other.read_text()), args.setting) + [""]
     if args.floor_csv:
         lines += as_is_table(args.floor_csv) + [""]
     text = "\n".join(lines)
