@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,29 @@ def sites_table(protocol: list[dict], setting: str) -> list[str]:
     lines += ["", f"Mean best guess over the {len(guesses)} shifted sites: "
               f"**{np.mean(guesses):.1%}** (the mean bar: {MEAN_RIGHT:.0%} right, a REFER "
               "not right)."]
-    return lines
+    return lines + wrong_guesses(protocol, setting)
+
+
+def wrong_guesses(protocol: list[dict], setting: str) -> list[str]:
+    """Where the ceiling is lost: the wrong best guesses of all sites by true class and
+    guess, and how often the guess is right on benign against malignant alone (records with
+    probabilities and files only: calibration_protocol.py since session 20)."""
+    pairs, screening, n = Counter(), 0, 0
+    for row in protocol:
+        records = row[setting]["per_image"]
+        if any(len(p) < 5 or p[3] is None for p in records):
+            return []
+        labels = sorted({p[4].split("/")[0] for p in records})  # all4: its sorted folders
+        for p in records:
+            truth, guess = p[4].split("/")[0], labels[int(np.argmax(p[3]))]
+            n += 1
+            screening += (truth == labels[0]) == (guess == labels[0])
+            if guess != truth:
+                pairs[(truth, guess)] += 1
+    return ["", f"Wrong best guesses over all {len(protocol)} sites ({sum(pairs.values())} of "
+            f"{n}), true -> guessed: "
+            + ", ".join(f"{a} -> {b} {k}" for (a, b), k in pairs.most_common())
+            + f". Benign against malignant alone, the best guess is right on {screening / n:.1%}."]
 
 
 def ensemble_table(protocol: list[dict], other: list[dict], setting: str) -> list[str]:
