@@ -123,7 +123,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             make_site(rows, Path(args.data), shift, folder, args.per_class, args.seed)
-            row = {"site": name}
+            row = {"site": name, "labels": list(load_model(args.model).info.labels)}
             for label, ingredients in sets.items():
                 if not ingredients:
                     row[label] = run_rest(args.model, folder / "rest")

@@ -83,11 +83,11 @@ def wrong_guesses(protocol: list[dict], setting: str) -> list[str]:
         records = row[setting]["per_image"]
         if any(len(p) < 5 or p[3] is None for p in records):
             return []
-        labels = sorted({p[4].split("/")[0] for p in records})  # all4: its sorted folders
+        labels = row.get("labels") or sorted({p[4].split("/")[0] for p in records})  # all4
         for p in records:
             truth, guess = p[4].split("/")[0], labels[int(np.argmax(p[3]))]
             n += 1
-            screening += (truth == labels[0]) == (guess == labels[0])
+            screening += (truth == labels[0]) == (guess == labels[0])  # labels[0]: Benign
             if guess != truth:
                 pairs[(truth, guess)] += 1
     return ["", f"Wrong best guesses over all {len(protocol)} sites ({sum(pairs.values())} of "
@@ -105,12 +105,17 @@ def ensemble_table(protocol: list[dict], other: list[dict], setting: str) -> lis
              "best guess", "", "| site | this model | the other | their mean |",
              "|---|---:|---:|---:|"]
     means = []
+    if [r["site"] for r in protocol] != [r["site"] for r in other]:
+        raise SystemExit("--with: the two protocols hold other sites")
     for mine, theirs in zip(protocol, other):
         a = {p[4]: p for p in mine[setting]["per_image"] if p[3] is not None}
         b = {p[4]: p for p in theirs[setting]["per_image"] if p[3] is not None}
-        files = sorted(set(a) & set(b))
+        if set(a) != set(b):
+            raise SystemExit(f"--with: site {mine['site']} holds other images in the two "
+                             "protocols (run both with the same --seed and manifest)")
+        files = sorted(a)
         both = [np.argmax(np.add(a[f][3], b[f][3])) for f in files]
-        labels = sorted({f.split("/")[0] for f in files})  # all4: the labels are its sorted folders
+        labels = mine.get("labels") or sorted({f.split("/")[0] for f in files})  # all4's order
         right = np.mean([labels[k] == f.split("/")[0] for k, f in zip(both, files)])
         guess = [np.mean([bool(d[f][1]) for f in files]) for d in (a, b)]
         lines.append(f"| {mine['site']} | {guess[0]:.1%} | {guess[1]:.1%} | {right:.1%} |")
