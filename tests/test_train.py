@@ -413,6 +413,12 @@ def test_teacher_targets_reach_fine_tuning_and_a_plain_model_is_saved(tiny_data,
                                                  "--teacher", str(tmp_path / "nowhere")))
     assert missing.exit_code == 2 and "--teacher" in missing.output
     assert "Traceback" not in missing.output and not (tmp_path / "other").exists()
+    (tmp_path / "broken").mkdir()  # a model.keras that is no Keras file: one line
+    (tmp_path / "broken" / "model.keras").write_text("not a model")
+    broken = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "other", "--epochs", "1",
+                                                "--teacher", str(tmp_path / "broken")))
+    assert broken.exit_code == 2 and "not a Keras model file" in broken.output, broken.output
+    assert "Traceback" not in broken.output and not (tmp_path / "other").exists()
     # a teacher trained on another split may have learnt this run's held-out images
     other_split = CliRunner().invoke(main, tiny_args(tiny_data, tmp_path / "other", "--epochs",
                                                      "1", "--seed", "7", "--teacher",

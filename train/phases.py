@@ -168,19 +168,35 @@ def teacher_path(cfg: TrainConfig, splits, labels) -> Path:
 
 
 def teacher_digest(path: Path) -> str:
-    """sha256 of what a teacher answers from: its weights, in order, with their shapes. Not
-    of the file: Keras writes the save time and the optimiser's state into it, so the same
-    teacher saved again would read as another."""
+    """sha256 of what a teacher answers from: the weights in its .keras file (each dataset
+    under the weights file's `layers` and `vars`, by name, with its shape). Not of the file:
+    Keras writes the save time and the optimiser's state into it, so the same teacher saved
+    again would read as another. Read with h5py, no model built: building one would draw
+    from the random state the student's initialisation is seeded from."""
     import hashlib
+    import io
+    import zipfile
 
-    import keras
+    import h5py
+    import numpy as np
 
-    import hemalite.train.model  # noqa: F401  registers the Ground layer for loading
+    from hemalite.train import data
 
     digest = hashlib.sha256()
-    for weight in keras.models.load_model(path, compile=False).weights:
-        value = keras.ops.convert_to_numpy(weight)
-        digest.update(str(value.shape).encode() + value.tobytes())
+    try:
+        with zipfile.ZipFile(path) as archive, \
+                h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            for group in ("layers", "vars"):
+                names: list[str] = []
+                if group in weights:
+                    weights[group].visititems(
+                        lambda name, item: names.append(name)
+                        if isinstance(item, h5py.Dataset) else None)
+                for name in sorted(names):
+                    value = np.ascontiguousarray(weights[group][name][()])
+                    digest.update(f"{group}/{name}{value.shape}".encode() + value.tobytes())
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise data.TrainError(f"--teacher {path}: not a Keras model file ({exc})") from None
     return digest.hexdigest()
 
 

@@ -32,6 +32,8 @@ import sys
 
 import numpy as np
 
+import ceiling  # this script's folder is on sys.path
+
 BIASES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
@@ -40,10 +42,9 @@ def sites(path: str, setting: str = "default (+floor)"):
     `labels`; older records: the class folders sorted, all4's order, Benign first)."""
     out = []
     for row in json.loads(open(path).read()):
-        records = [p for p in row[setting]["per_image"] if p[3] is not None]
-        labels = row.get("labels") or sorted({p[4].split("/")[0] for p in records})
-        out.append((row["site"], np.array([p[3] for p in records], float),
-                    np.array([labels.index(p[4].split("/")[0]) for p in records])))
+        labels, records = ceiling.labelled(row, setting)
+        out.append((row["site"], np.array([p[3] for p in records.values()], float),
+                    np.array([labels.index(ceiling.truth(f)) for f in records])))
     return out
 
 

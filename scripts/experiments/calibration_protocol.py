@@ -117,13 +117,14 @@ def main() -> None:
     if args.sets:
         sets = {name: ABLATION[name] for name in args.sets.split(",")}
     args.out.mkdir(parents=True, exist_ok=True)
+    labels = list(load_model(args.model).info.labels)
     table = []
     for shift in sites:
         name = "as is" if shift is None else shifts.shift_name(*shift)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             make_site(rows, Path(args.data), shift, folder, args.per_class, args.seed)
-            row = {"site": name, "labels": list(load_model(args.model).info.labels)}
+            row = {"site": name, "labels": labels}
             for label, ingredients in sets.items():
                 if not ingredients:
                     row[label] = run_rest(args.model, folder / "rest")

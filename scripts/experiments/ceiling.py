@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import sys
 from collections import Counter
 from pathlib import Path
@@ -74,22 +75,38 @@ def sites_table(protocol: list[dict], setting: str) -> list[str]:
     return lines + wrong_guesses(protocol, setting)
 
 
+def labelled(row: dict, setting: str) -> tuple[list[str], dict] | None:
+    """A site's per-image records by file, with the model's labels (the row's `labels`;
+    older records: the class folders sorted, all4's order); None when the records carry no
+    probabilities and files (calibration_protocol.py before session 20). The truth of a
+    record is its file's class folder."""
+    records = row[setting]["per_image"]
+    if any(len(p) < 5 or p[3] is None for p in records):
+        return None
+    return (row.get("labels") or sorted({p[4].split("/")[0] for p in records}),
+            {p[4]: p for p in records})
+
+
+def truth(file: str) -> str:
+    return file.split("/")[0]
+
+
 def wrong_guesses(protocol: list[dict], setting: str) -> list[str]:
     """Where the ceiling is lost: the wrong best guesses of all sites by true class and
     guess, and how often the guess is right on benign against malignant alone (records with
     probabilities and files only: calibration_protocol.py since session 20)."""
     pairs, screening, n = Counter(), 0, 0
     for row in protocol:
-        records = row[setting]["per_image"]
-        if any(len(p) < 5 or p[3] is None for p in records):
+        site = labelled(row, setting)
+        if site is None:
             return []
-        labels = row.get("labels") or sorted({p[4].split("/")[0] for p in records})  # all4
-        for p in records:
-            truth, guess = p[4].split("/")[0], labels[int(np.argmax(p[3]))]
+        labels, records = site
+        for file, p in records.items():
+            true, guess = truth(file), labels[int(np.argmax(p[3]))]
             n += 1
-            screening += (truth == labels[0]) == (guess == labels[0])  # labels[0]: Benign
-            if guess != truth:
-                pairs[(truth, guess)] += 1
+            screening += (true == labels[0]) == (guess == labels[0])  # labels[0]: Benign
+            if guess != true:
+                pairs[(true, guess)] += 1
     return ["", f"Wrong best guesses over all {len(protocol)} sites ({sum(pairs.values())} of "
             f"{n}), true -> guessed: "
             + ", ".join(f"{a} -> {b} {k}" for (a, b), k in pairs.most_common())
@@ -108,15 +125,16 @@ def ensemble_table(protocol: list[dict], other: list[dict], setting: str) -> lis
     if [r["site"] for r in protocol] != [r["site"] for r in other]:
         raise SystemExit("--with: the two protocols hold other sites")
     for mine, theirs in zip(protocol, other):
-        a = {p[4]: p for p in mine[setting]["per_image"] if p[3] is not None}
-        b = {p[4]: p for p in theirs[setting]["per_image"] if p[3] is not None}
+        if labelled(mine, setting) is None or labelled(theirs, setting) is None:
+            raise SystemExit("--with: both protocols need per-image probabilities "
+                             "(calibration_protocol.py since session 20)")
+        (labels, a), (_, b) = labelled(mine, setting), labelled(theirs, setting)
         if set(a) != set(b):
             raise SystemExit(f"--with: site {mine['site']} holds other images in the two "
                              "protocols (run both with the same --seed and manifest)")
         files = sorted(a)
         both = [np.argmax(np.add(a[f][3], b[f][3])) for f in files]
-        labels = mine.get("labels") or sorted({f.split("/")[0] for f in files})  # all4's order
-        right = np.mean([labels[k] == f.split("/")[0] for k, f in zip(both, files)])
+        right = np.mean([labels[k] == truth(f) for k, f in zip(both, files)])
         guess = [np.mean([bool(d[f][1]) for f in files]) for d in (a, b)]
         lines.append(f"| {mine['site']} | {guess[0]:.1%} | {guess[1]:.1%} | {right:.1%} |")
         if mine["site"] != "as is":
@@ -181,12 +199,13 @@ def main() -> None:
     parser.add_argument("--floor-csv", type=Path, help="floor.py's per-image CSV")
     parser.add_argument("--out", type=Path, help="write the Markdown here too")
     args = parser.parse_args()
-    lines = ["Made by `python scripts/experiments/ceiling.py " + " ".join(sys.argv[1:]) + "`", ""]
+    lines = [f"Made by `python scripts/experiments/ceiling.py {shlex.join(sys.argv[1:])}`", ""]
     if args.protocol:
-        lines += sites_table(json.loads(args.protocol.read_text()), args.setting) + [""]
-    if args.protocol and args.other:
-        lines += ensemble_table(json.loads(args.protocol.read_text()),
-                                json.loads(args.other.read_text()), args.setting) + [""]
+        protocol = json.loads(args.protocol.read_text())
+        lines += sites_table(protocol, args.setting) + [""]
+        if args.other:
+            lines += ensemble_table(protocol, json.loads(args.other.read_text()),
+                                    args.setting) + [""]
     if args.floor_csv:
         lines += as_is_table(args.floor_csv) + [""]
     text = "\n".join(lines)

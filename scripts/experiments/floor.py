@@ -53,7 +53,7 @@ def main() -> None:
             records.append({"shift": name, "path": path, "truth": truth,
                             "call": labels[int(np.argmax(a.probabilities))],
                             "top": f"{a.probabilities.max():.4f}", "reason": a.reason or "",
-                            "margin": f"{np.subtract(*np.sort(a.probabilities)[-1:-3:-1]):.4f}",
+                            "margin": f"{np.ptp(np.sort(a.probabilities)[-2:]):.4f}",
                             "domain_score": f"{a.domain_score or 0:.4f}",
                             **{k: f"{v:.4f}" for k, v in values.items()},
                             "leukocyte_scale": f"{check.leukocyte_scale(a.measures or {}):.4f}"})
